@@ -29,13 +29,16 @@ else
 CFLAGS   += $(HARDEN)
 endif
 
-LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+# MODULES/UNITS narrow the build (e.g. MODULES="util capi" UNITS="tests/unit/runner.c tests/unit/test_norm.c").
+MODULES  ?= $(notdir $(wildcard src/*))
+LIB_SRC  := $(filter-out src/main.c,$(sort $(foreach m,$(MODULES),$(wildcard src/$(m)/*.c))))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SIM_SRC  := $(sort $(wildcard tools/graph-sim/*.c))
 SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TOOLS    := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
-UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNITS    ?= $(wildcard tests/unit/*.c)
+UNIT_SRC := $(sort $(UNITS))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 ALL_OBJ  := $(LIB_OBJ) $(SIM_OBJ) $(UNIT_OBJ) $(BUILD)/obj/src/main.o
 
