@@ -15,7 +15,8 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wfo
 HARDEN   := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fPIE
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
-CFLAGS   += -std=c17 $(WARN) -D_GNU_SOURCE -DCAPID_VERSION='"$(VERSION)"' -Isrc
+DATADIR  ?= $(abspath data)
+CFLAGS   += -std=c17 $(WARN) -D_GNU_SOURCE -DCAPID_VERSION='"$(VERSION)"' -DCAPID_DATADIR='"$(DATADIR)"' -Isrc
 CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 LDFLAGS  += -pie
