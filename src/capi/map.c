@@ -1,0 +1,1118 @@
+#include "capi/map.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "capi/geo.h"
+#include "util/utf8.h"
+
+#define MAX_VALUES 16 /* values kept per user_data key (arrays beyond are cut) */
+
+/* SPEC 4.2: the seed's Commanders Act -> Meta event names. */
+static const struct {
+    const char *from, *to;
+} seed_names[] = {
+    {"begin_checkout", "InitiateCheckout"},
+    {"purchase", "Purchase"},
+    {"add_to_cart", "AddToCart"},
+    {"view_item", "ViewContent"},
+    {"view_item_list", "ViewContent"},
+    {"search", "Search"},
+    {"add_payment_info", "AddPaymentInfo"},
+    {"add_to_wishlist", "AddToWishlist"},
+    {"generate_lead", "Lead"},
+    {"page_view", "PageView"},
+    {"sign_up", "CompleteRegistration"},
+    {"contact", "Contact"},
+    {"customize_product", "CustomizeProduct"},
+    {"donate", "Donate"},
+    {"find_location", "FindLocation"},
+    {"schedule", "Schedule"},
+    {"start_trial", "StartTrial"},
+    {"submit_application", "SubmitApplication"},
+    {"subscribe", "Subscribe"},
+};
+
+/* SPEC 4.3: hashed user_data keys and their Commanders Act user properties. */
+static const struct {
+    enum capid_ukey key;
+    const char *prop;
+    const char *sha_prop;
+} user_keys[] = {
+    {CAPID_UK_EM, "email", "email_sha256"},         {CAPID_UK_PH, "phone", "phone_sha256"},
+    {CAPID_UK_FN, "firstname", "firstname_sha256"}, {CAPID_UK_LN, "lastname", "lastname_sha256"},
+    {CAPID_UK_GE, "gender", "gender_sha256"},       {CAPID_UK_DB, "birthdate", "birthdate_sha256"},
+    {CAPID_UK_CT, "city", "city_sha256"},           {CAPID_UK_ST, "state", "state_sha256"},
+    {CAPID_UK_ZP, "zipcode", "zipcode_sha256"},     {CAPID_UK_COUNTRY, "country", "country_sha256"},
+    {CAPID_UK_EXTERNAL_ID, "id", "id_sha256"},
+};
+
+/* SPEC 4.4 step 1: top-level keys never copied into custom_data. */
+static const char *const reserved_keys[] = {
+    "event_name", "type",     "user",      "context", "integrations", "partners", "items",
+    "source_key", "event_id", "test_code", "fbp",     "fbc",          "url",      "referrer",
+};
+
+static const char *const action_sources[] = {
+    "email",
+    "website",
+    "app",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "business_messaging",
+    "other",
+};
+
+bool capid_action_source_valid(const char *s)
+{
+    for (size_t i = 0; i < sizeof(action_sources) / sizeof(action_sources[0]); i++)
+        if (strcmp(s, action_sources[i]) == 0)
+            return true;
+    return false;
+}
+
+int capid_mapper_init(struct capid_mapper *m)
+{
+    memset(m, 0, sizeof(*m));
+    capid_buf_init(&m->norm, 0);
+    capid_buf_init(&m->scratch, 0);
+    capid_buf_init(&m->cd, 0);
+    capid_buf_init(&m->ud, 0);
+    return capid_sha256_init(&m->sha);
+}
+
+void capid_mapper_release(struct capid_mapper *m)
+{
+    capid_sha256_release(&m->sha);
+    capid_buf_release(&m->norm);
+    capid_buf_release(&m->scratch);
+    capid_buf_release(&m->cd);
+    capid_buf_release(&m->ud);
+    free(m->cd_entries);
+}
+
+void capid_mapped_init(struct capid_mapped *out)
+{
+    memset(out, 0, sizeof(*out));
+    capid_buf_init(&out->json, 0);
+}
+
+void capid_mapped_release(struct capid_mapped *out)
+{
+    capid_buf_release(&out->json);
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static bool present(const cJSON *v)
+{
+    return v && !cJSON_IsNull(v);
+}
+
+static const char *jstr(const cJSON *v)
+{
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* First present of up to three sources (SPEC 2: later ones are not consulted). */
+static const cJSON *first_of(const cJSON *a, const cJSON *b, const cJSON *c)
+{
+    return present(a) ? a : present(b) ? b : present(c) ? c : NULL;
+}
+
+static void trim_ascii(const char **s, size_t *len)
+{
+    while (*len && (**s == ' ' || **s == '\t' || **s == '\n' || **s == '\r'))
+        (*s)++, (*len)--;
+    while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t' || (*s)[*len - 1] == '\n' ||
+                    (*s)[*len - 1] == '\r'))
+        (*len)--;
+}
+
+/* Trims Unicode white space (capid_is_space) from both ends of UTF-8 text. */
+static void trim_space(const char **s, size_t *len)
+{
+    size_t i = 0, n = *len;
+    while (i < n) {
+        size_t j = i;
+        if (!capid_is_space(capid_utf8_next(*s, n, &j)))
+            break;
+        i = j;
+    }
+    while (n > i) {
+        size_t start = n - 1, j;
+        while (start > i && ((unsigned char)(*s)[start] & 0xC0) == 0x80)
+            start--;
+        j = start;
+        if (!capid_is_space(capid_utf8_next(*s, n, &j)))
+            break;
+        n = start;
+    }
+    *s += i;
+    *len = n - i;
+}
+
+/* Cookie header `name=value; ...`: the first non-empty value of name. */
+static bool cookie_get(const char *cookie, const char *name, const char **val, size_t *len)
+{
+    size_t nlen = strlen(name);
+    const char *p = cookie;
+    while (p && *p) {
+        const char *end = strchr(p, ';');
+        size_t seg = end ? (size_t)(end - p) : strlen(p);
+        const char *s = p;
+        size_t n = seg;
+        trim_ascii(&s, &n);
+        const char *eq = memchr(s, '=', n);
+        if (eq) {
+            const char *k = s, *v = eq + 1;
+            size_t kl = (size_t)(eq - s), vl = n - kl - 1;
+            trim_ascii(&k, &kl);
+            trim_ascii(&v, &vl);
+            if (kl == nlen && memcmp(k, name, nlen) == 0 && vl) {
+                *val = v;
+                *len = vl;
+                return true;
+            }
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* SPEC 4.3: fb.<digits>.<digits>.<payload>, optionally a fifth part. */
+static bool fbx_valid(const char *s, size_t n)
+{
+    const char *parts[6];
+    size_t lens[6], np = 0, start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == '.') {
+            if (np == 5)
+                return false;
+            parts[np] = s + start;
+            lens[np++] = i - start;
+            start = i + 1;
+        }
+    }
+    if (np < 4 || lens[0] != 2 || memcmp(parts[0], "fb", 2) != 0)
+        return false;
+    if (!all_digits(parts[1], lens[1]) || !all_digits(parts[2], lens[2]) || !lens[3])
+        return false;
+    return np == 4 || lens[4] > 0;
+}
+
+static bool ip_valid(const char *s, size_t n)
+{
+    char tmp[64];
+    unsigned char addr[16];
+    if (!n || n >= sizeof(tmp))
+        return false;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET, tmp, addr) == 1 || inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
+/* The fbclid query parameter of a URL, byte for byte (SPEC 4.3). */
+static bool fbclid_of(const char *url, const char **val, size_t *len)
+{
+    const char *q = strchr(url, '?');
+    if (!q)
+        return false;
+    const char *end = strchr(q, '#');
+    if (!end)
+        end = q + strlen(q);
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > 7 && memcmp(p, "fbclid=", 7) == 0) {
+            *val = p + 7;
+            *len = (size_t)(stop - p - 7);
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}
+
+/* ---- user_data ------------------------------------------------------- */
+
+struct ud_state {
+    struct capid_mapper *m;
+    struct capid_buf *b; /* user_data members being written, no braces */
+    int strong, other;
+    bool has_ua;
+    char values[MAX_VALUES][65];
+    size_t nvalues;
+};
+
+static void ud_key(struct ud_state *u, const char *key)
+{
+    if (u->b->len)
+        capid_buf_putc(u->b, ',');
+    capid_buf_json_str(u->b, key, strlen(key));
+    capid_buf_putc(u->b, ':');
+}
+
+static bool is_strong(const char *key)
+{
+    return !strcmp(key, "em") || !strcmp(key, "ph") || !strcmp(key, "external_id") ||
+           !strcmp(key, "fbp") || !strcmp(key, "fbc");
+}
+
+static void ud_count(struct ud_state *u, const char *key)
+{
+    if (!strcmp(key, "client_user_agent"))
+        u->has_ua = true;
+    if (is_strong(key))
+        u->strong++;
+    else
+        u->other++;
+}
+
+static void ud_scalar(struct ud_state *u, const char *key, const char *s, size_t n)
+{
+    ud_key(u, key);
+    capid_buf_json_str(u->b, s, n);
+    ud_count(u, key);
+}
+
+/* Adds one value (normalised + hashed, or raw) to the current key's list. */
+static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size_t n,
+                      const struct capid_norm_ctx *ctx, bool raw, bool digest_only)
+{
+    struct capid_mapper *m = u->m;
+    char hex[65];
+    const char *v;
+    size_t vlen;
+
+    if (u->nvalues == MAX_VALUES)
+        return;
+    if (raw) {
+        trim_space(&s, &n);
+        if (!n || n > 64) { /* raw ids longer than a digest are cut from the list */
+            m->stats.dropped_value[k]++;
+            return;
+        }
+        v = s, vlen = n;
+    } else if (digest_only) {
+        trim_space(&s, &n);
+        if (!capid_is_hex64(s, n)) {
+            m->stats.dropped_value[k]++;
+            return;
+        }
+        for (size_t i = 0; i < 64; i++)
+            hex[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] + 32 : s[i]);
+        hex[64] = '\0';
+        v = hex, vlen = 64;
+    } else {
+        bool hashed = false;
+        if (!capid_norm_value(k, s, n, ctx, &m->norm, &hashed)) {
+            m->stats.dropped_value[k]++;
+            return;
+        }
+        if (hashed) {
+            memcpy(hex, m->norm.data, 64);
+            hex[64] = '\0';
+        } else {
+            capid_sha256_hex(&m->sha, m->norm.data, m->norm.len, hex);
+        }
+        v = hex, vlen = 64;
+    }
+    for (size_t i = 0; i < u->nvalues; i++)
+        if (strlen(u->values[i]) == vlen && memcmp(u->values[i], v, vlen) == 0)
+            return;
+    memcpy(u->values[u->nvalues], v, vlen);
+    u->values[u->nvalues++][vlen] = '\0';
+}
+
+static void add_values(struct ud_state *u, enum capid_ukey k, const cJSON *src,
+                       const struct capid_norm_ctx *ctx, bool raw, bool digest_only)
+{
+    char num[32];
+    const char *s;
+    size_t n;
+    if (cJSON_IsArray(src)) {
+        for (const cJSON *c = src->child; c; c = c->next)
+            if (capid_jtext(c, &s, &n, num))
+                add_value(u, k, s, n, ctx, raw, digest_only);
+            else if (present(c))
+                u->m->stats.dropped_value[k]++;
+    } else if (capid_jtext(src, &s, &n, num)) {
+        add_value(u, k, s, n, ctx, raw, digest_only);
+    } else if (present(src)) {
+        u->m->stats.dropped_value[k]++;
+    }
+}
+
+static void flush_values(struct ud_state *u, const char *key)
+{
+    if (!u->nvalues)
+        return;
+    ud_key(u, key);
+    capid_buf_putc(u->b, '[');
+    for (size_t i = 0; i < u->nvalues; i++) {
+        if (i)
+            capid_buf_putc(u->b, ',');
+        capid_buf_json_str(u->b, u->values[i], strlen(u->values[i]));
+    }
+    capid_buf_putc(u->b, ']');
+    ud_count(u, key);
+}
+
+/* The event's country, normalised (for the zp rule of SPEC 5). */
+static const char *event_country(struct capid_mapper *m, const cJSON *src, int max_year,
+                                 char out[8])
+{
+    struct capid_norm_ctx ctx = {NULL, max_year};
+    const cJSON *v = cJSON_IsArray(src) ? src->child : src;
+    char num[32];
+    const char *s;
+    size_t n;
+    bool hashed = false;
+    if (!capid_jtext(v, &s, &n, num) ||
+        !capid_norm_value(CAPID_UK_COUNTRY, s, n, &ctx, &m->norm, &hashed) || hashed ||
+        m->norm.len >= 8)
+        return NULL;
+    memcpy(out, m->norm.data, m->norm.len + 1);
+    return out;
+}
+
+static bool is_known_ud_key(const char *k)
+{
+    static const char *const known[] = {"client_ip_address", "client_user_agent", "fbp",  "fbc",
+                                        "fb_login_id",       "anon_id",           "madid"};
+    if (capid_ukey_from_name(k, strlen(k)) >= 0)
+        return true;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (!strcmp(k, known[i]))
+            return true;
+    return false;
+}
+
+static void build_user_data(struct ud_state *u, const struct capid_dest *d, struct capid_event *ev,
+                            int64_t event_time, const char *source_url, int max_year)
+{
+    struct capid_mapper *m = u->m;
+    const cJSON *ov = capid_jget(ev->fb_int, "user_data");
+    if (!cJSON_IsObject(ov))
+        ov = NULL;
+    char cbuf[8];
+    const cJSON *csrc = present(capid_jget(ov, "country")) ? capid_jget(ov, "country")
+                                                           : capid_jget(ev->user, "country");
+    struct capid_norm_ctx ctx = {event_country(m, csrc, max_year, cbuf), max_year};
+
+    for (size_t i = 0; i < sizeof(user_keys) / sizeof(user_keys[0]); i++) {
+        enum capid_ukey k = user_keys[i].key;
+        const char *name = capid_ukey_name(k);
+        bool raw = k == CAPID_UK_EXTERNAL_ID && d->external_id == CAPID_EXTID_RAW;
+        const cJSON *o = capid_jget(ov, name);
+        u->nvalues = 0;
+        if (present(o)) {
+            add_values(u, k, o, &ctx, raw, false);
+        } else {
+            add_values(u, k, capid_jget(ev->user, user_keys[i].prop), &ctx, raw, false);
+            if (!u->nvalues && !raw)
+                add_values(u, k, capid_jget(ev->user, user_keys[i].sha_prop), &ctx, false, true);
+        }
+        flush_values(u, name);
+    }
+
+    char num[32];
+    const char *s;
+    size_t n;
+    const cJSON *v;
+
+    /* client_ip_address: trimmed, a valid IPv4/IPv6 literal or dropped. */
+    v = first_of(capid_jget(ov, "client_ip_address"), capid_jget(ev->device, "ip"), NULL);
+    if (v && capid_jtext(v, &s, &n, num)) {
+        trim_space(&s, &n);
+        if (ip_valid(s, n))
+            ud_scalar(u, "client_ip_address", s, n);
+        else
+            m->stats.dropped_value[CAPID_DROPPED_IP]++;
+    } else if (v) {
+        m->stats.dropped_value[CAPID_DROPPED_IP]++;
+    }
+
+    v = first_of(capid_jget(ov, "client_user_agent"), capid_jget(ev->device, "user_agent"), NULL);
+    if (jstr(v) && v->valuestring[0])
+        ud_scalar(u, "client_user_agent", v->valuestring, strlen(v->valuestring));
+
+    const char *cookie = jstr(capid_jget(ev->device, "cookie"));
+    if (!cookie)
+        cookie = jstr(capid_jget(ev->context, "cookie"));
+    static const char *const fbx[2] = {"fbp", "fbc"};
+    static const char *const fbx_cookie[2] = {"_fbp", "_fbc"};
+    for (int i = 0; i < 2; i++) {
+        v = first_of(capid_jget(ov, fbx[i]), capid_jget(ev->fb_int, fbx[i]),
+                     capid_jget(ev->root, fbx[i]));
+        bool have = false;
+        if (v) {
+            have = capid_jtext(v, &s, &n, num);
+        } else if (cookie && cookie_get(cookie, fbx_cookie[i], &s, &n)) {
+            have = true;
+        } else if (i == 1 && source_url && fbclid_of(source_url, &s, &n) && n) {
+            /* SPEC 4.3: fb.1.<event_time in ms>.<fbclid>, fbclid byte for byte. */
+            struct capid_buf *t = &m->norm;
+            capid_buf_reset(t);
+            capid_buf_printf(t, "fb.1.%lld.", (long long)event_time * 1000);
+            capid_buf_append(t, s, n);
+            ud_scalar(u, "fbc", t->data, t->len);
+            continue;
+        } else {
+            continue;
+        }
+        if (have && fbx_valid(s, n))
+            ud_scalar(u, fbx[i], s, n);
+        else
+            m->stats.dropped_value[CAPID_DROPPED_FBP + i]++;
+    }
+
+    v = first_of(capid_jget(ov, "fb_login_id"), capid_jget(ev->fb_partner, "fb_login_id"), NULL);
+    if (v && (cJSON_IsString(v) || cJSON_IsNumber(v))) {
+        ud_key(u, "fb_login_id");
+        capid_json_write(u->b, v);
+        ud_count(u, "fb_login_id");
+    }
+
+    if (d->app_tracking) {
+        static const char *const app_ids[2] = {"anon_id", "madid"};
+        for (int i = 0; i < 2; i++) {
+            v = first_of(capid_jget(ov, app_ids[i]), capid_jget(ev->device, "advertising_id"),
+                         NULL);
+            if (capid_jtext(v, &s, &n, num) && n)
+                ud_scalar(u, app_ids[i], s, n);
+        }
+    }
+
+    /* Any other override key is passed through as given (scalars only). */
+    for (const cJSON *c = ov ? ov->child : NULL; c; c = c->next) {
+        if (is_known_ud_key(c->string) ||
+            !(cJSON_IsString(c) || cJSON_IsNumber(c) || cJSON_IsBool(c)))
+            continue;
+        ud_key(u, c->string);
+        capid_json_write(u->b, c);
+        ud_count(u, c->string);
+    }
+}
+
+/* ---- custom_data ----------------------------------------------------- */
+
+enum cd_type { CD_STR, CD_NUM, CD_OTHER };
+
+struct cd_entry {
+    const char *key;
+    size_t voff, vlen;
+    enum cd_type type;
+    bool deleted;
+};
+
+struct cd_state {
+    struct capid_buf *b; /* rendered values */
+    struct cd_entry *e;
+    size_t n, cap;
+};
+
+static struct cd_entry *cd_find(struct cd_state *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].key, key))
+            return &c->e[i];
+    return NULL;
+}
+
+/* Starts (re)setting key: the caller then appends the value's JSON to c->b. */
+static struct cd_entry *cd_begin(struct cd_state *c, const char *key, enum cd_type type)
+{
+    struct cd_entry *e = cd_find(c, key);
+    if (!e) {
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 32;
+            struct cd_entry *p = realloc(c->e, cap * sizeof(*p));
+            if (!p)
+                abort(); /* bounded by the event size cap */
+            c->e = p;
+            c->cap = cap;
+        }
+        e = &c->e[c->n++];
+        e->key = key;
+    }
+    e->voff = c->b->len;
+    e->type = type;
+    e->deleted = false;
+    return e;
+}
+
+static void cd_end(struct cd_state *c, struct cd_entry *e)
+{
+    e->vlen = c->b->len - e->voff;
+}
+
+static void cd_delete(struct cd_state *c, const char *key)
+{
+    struct cd_entry *e = cd_find(c, key);
+    if (e)
+        e->deleted = true;
+}
+
+static void cd_set_str(struct cd_state *c, const char *key, const char *s, size_t n)
+{
+    struct cd_entry *e = cd_begin(c, key, CD_STR);
+    capid_buf_json_str(c->b, s, n);
+    cd_end(c, e);
+}
+
+static void cd_set_num(struct cd_state *c, const char *key, double v)
+{
+    struct cd_entry *e = cd_begin(c, key, CD_NUM);
+    capid_buf_json_num(c->b, v);
+    cd_end(c, e);
+}
+
+static void cd_set_json(struct cd_state *c, const char *key, const cJSON *v)
+{
+    enum cd_type t = cJSON_IsString(v) ? CD_STR : cJSON_IsNumber(v) ? CD_NUM : CD_OTHER;
+    struct cd_entry *e = cd_begin(c, key, t);
+    capid_json_write(c->b, v);
+    cd_end(c, e);
+}
+
+static bool is_reserved(const char *k)
+{
+    for (size_t i = 0; i < sizeof(reserved_keys) / sizeof(reserved_keys[0]); i++)
+        if (!strcmp(k, reserved_keys[i]))
+            return true;
+    return false;
+}
+
+/* SPEC 4.4 PII guard: an e-mail address (x@y.z). */
+static bool looks_like_email(const char *s, size_t n)
+{
+    const char *at = memchr(s, '@', n);
+    if (!at || at == s)
+        return false;
+    const char *dom = at + 1;
+    size_t dn = n - (size_t)(dom - s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ' ' || s[i] == '\t' || (s + i != at && s[i] == '@'))
+            return false;
+    const char *dot = memchr(dom, '.', dn);
+    return dot && dot > dom && dot < dom + dn - 1;
+}
+
+/* SPEC 4.4 PII guard: + then 8 to 15 digits, ignoring spaces . - ( ). */
+static bool looks_like_e164(const char *s, size_t n)
+{
+    if (!n || s[0] != '+')
+        return false;
+    int digits = 0;
+    for (size_t i = 1; i < n; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            digits++;
+        else if (c != ' ' && c != '.' && c != '-' && c != '(' && c != ')')
+            return false;
+    }
+    return digits >= 8 && digits <= 15;
+}
+
+static bool pii_guard(const char *s)
+{
+    size_t n = strlen(s);
+    trim_ascii(&s, &n);
+    return looks_like_email(s, n) || looks_like_e164(s, n);
+}
+
+static const cJSON *item_field(const cJSON *item, const cJSON *product, const char *pkey,
+                               const char *ikey, const char *ikey2)
+{
+    const cJSON *v = capid_jget(product, pkey);
+    if (present(v))
+        return v;
+    v = capid_jget(item, ikey);
+    if (present(v) || !ikey2)
+        return v;
+    return capid_jget(item, ikey2);
+}
+
+static void build_contents(struct capid_mapper *m, const struct capid_event *ev, struct cd_state *c)
+{
+    struct capid_buf *t = &m->scratch; /* contents, then content_ids, in one buffer */
+    size_t ids_start, count = 0;
+    char num[32];
+    const char *s;
+    size_t n;
+    double q;
+
+    capid_buf_reset(t);
+    capid_buf_putc(t, '[');
+    for (const cJSON *it = ev->items ? ev->items->child : NULL; it; it = it->next) {
+        const cJSON *p = capid_jget(it, "product");
+        if (!cJSON_IsObject(p))
+            p = NULL;
+        if (!capid_jtext(item_field(it, p, "id", "id", NULL), &s, &n, num) || !n)
+            continue;
+        if (count++)
+            capid_buf_putc(t, ',');
+        capid_buf_puts(t, "{\"id\":");
+        capid_buf_json_str(t, s, n);
+        if (capid_jnum(item_field(it, p, "quantity", "quantity", "item_quantity"), &q)) {
+            capid_buf_puts(t, ",\"quantity\":");
+            capid_buf_json_num(t, q);
+        }
+        if (capid_jnum(item_field(it, p, "price", "price", NULL), &q)) {
+            capid_buf_puts(t, ",\"item_price\":");
+            capid_buf_json_num(t, q);
+        }
+        capid_buf_putc(t, '}');
+    }
+    capid_buf_putc(t, ']');
+    if (!count)
+        return;
+    ids_start = t->len;
+    capid_buf_putc(t, '[');
+    count = 0;
+    for (const cJSON *it = ev->items->child; it; it = it->next) {
+        const cJSON *p = capid_jget(it, "product");
+        if (!cJSON_IsObject(p))
+            p = NULL;
+        if (!capid_jtext(item_field(it, p, "id", "id", NULL), &s, &n, num) || !n)
+            continue;
+        if (count++)
+            capid_buf_putc(t, ',');
+        capid_buf_json_str(t, s, n);
+    }
+    capid_buf_putc(t, ']');
+
+    struct cd_entry *e = cd_begin(c, "contents", CD_OTHER);
+    capid_buf_append(c->b, t->data, ids_start);
+    cd_end(c, e);
+    e = cd_begin(c, "content_ids", CD_OTHER);
+    capid_buf_append(c->b, t->data + ids_start, t->len - ids_start);
+    cd_end(c, e);
+}
+
+static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d,
+                              const struct capid_event *ev, struct cd_state *c)
+{
+    char num[32];
+    const char *s;
+    size_t n;
+    double x;
+
+    /* Step 1: top-level scalars, except reserved keys and PII. */
+    for (const cJSON *v = ev->root->child; v; v = v->next) {
+        if (is_reserved(v->string))
+            continue;
+        if (cJSON_IsString(v)) {
+            if (pii_guard(v->valuestring)) {
+                m->stats.pii_guarded++;
+                continue;
+            }
+            cd_set_json(c, v->string, v);
+        } else if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
+            cd_set_json(c, v->string, v);
+        }
+    }
+
+    /* Step 2: standard mappings. */
+    const cJSON *v = capid_jget(ev->root, "value");
+    if (present(v)) {
+        if (capid_jnum(v, &x))
+            cd_set_num(c, "value", x);
+        else
+            cd_delete(c, "value");
+    }
+    v = capid_jget(ev->root, "currency");
+    if (present(v)) {
+        char cur[4];
+        s = jstr(v);
+        n = s ? strlen(s) : 0;
+        if (s)
+            trim_space(&s, &n);
+        if (n == 3) {
+            for (int i = 0; i < 3; i++)
+                cur[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+            cur[3] = '\0';
+        }
+        if (n == 3 && capid_currency_valid(cur, 3))
+            cd_set_str(c, "currency", cur, 3);
+        else
+            cd_delete(c, "currency");
+    }
+    if (capid_jtext(capid_jget(ev->root, "id"), &s, &n, num) && n)
+        cd_set_str(c, "order_id", s, n);
+    if (capid_jtext(capid_jget(ev->root, "status"), &s, &n, num))
+        cd_set_str(c, "status", s, n);
+    if (capid_jtext(capid_jget(ev->root, "search_term"), &s, &n, num))
+        cd_set_str(c, "search_string", s, n);
+    if (capid_jnum(capid_jget(ev->fb_partner, "net_revenue"), &x))
+        cd_set_num(c, "net_revenue", x);
+
+    build_contents(m, ev, c);
+
+    const char *name = jstr(capid_jget(ev->root, "name"));
+    const char *cat = jstr(capid_jget(ev->root, "category"));
+    for (const cJSON *it = ev->items ? ev->items->child : NULL; it && (!name || !cat);
+         it = it->next) {
+        const cJSON *p = capid_jget(it, "product");
+        if (!name && jstr(capid_jget(p, "name")))
+            name = capid_jget(p, "name")->valuestring;
+        static const char *const cats[] = {"category_1", "category_2", "category_3", "category_4",
+                                           "category_5"};
+        for (int i = 0; i < 5 && !cat; i++)
+            cat = jstr(capid_jget(p, cats[i]));
+    }
+    if (name)
+        cd_set_str(c, "content_name", name, strlen(name));
+    if (cat)
+        cd_set_str(c, "content_category", cat, strlen(cat));
+    if (cd_find(c, "contents") && d->content_type != CAPID_CT_NONE) {
+        const char *ct = d->content_type == CAPID_CT_PRODUCT ? "product" : "product_group";
+        cd_set_str(c, "content_type", ct, strlen(ct));
+    }
+
+    /* Step 3: integrations.facebook.custom_data overrides; null removes. */
+    const cJSON *ov = capid_jget(ev->fb_int, "custom_data");
+    for (const cJSON *o = cJSON_IsObject(ov) ? ov->child : NULL; o; o = o->next) {
+        if (cJSON_IsNull(o))
+            cd_delete(c, o->string);
+        else
+            cd_set_json(c, o->string, o);
+    }
+}
+
+/* ---- app_data (SPEC 4.6) --------------------------------------------- */
+
+static void write_flag(struct capid_buf *b, const char *key, const cJSON *v, bool *first)
+{
+    double x;
+    int on = -1;
+    if (cJSON_IsBool(v))
+        on = cJSON_IsTrue(v);
+    else if (capid_jnum(v, &x))
+        on = x != 0;
+    else if (jstr(v) && (!strcmp(v->valuestring, "true") || !strcmp(v->valuestring, "false")))
+        on = v->valuestring[0] == 't';
+    if (on < 0)
+        return;
+    if (!*first)
+        capid_buf_putc(b, ',');
+    *first = false;
+    capid_buf_json_str(b, key, strlen(key));
+    capid_buf_puts(b, on ? ":true" : ":false");
+}
+
+static void build_app_data(struct capid_buf *b, const struct capid_event *ev)
+{
+    static const char *const paths[15] = {
+        "app.namespace",         "app.build",
+        "app.version",           "device.os.version",
+        "device.model",          "device.language",
+        "device.timezone_short", "device.network.carrier",
+        "device.screen.width",   "device.screen.height",
+        "device.screen.density", "device.cpu_core",
+        "device.storage",        "device.ex_storage",
+        "device.timezone",
+    };
+    bool first = true;
+    char num[32];
+    const char *s;
+    size_t n;
+
+    capid_buf_puts(b, ",\"app_data\":{");
+    write_flag(b, "advertiser_tracking_enabled", capid_jget(ev->device, "ad_tracking_enabled"),
+               &first);
+    write_flag(b, "application_tracking_enabled",
+               capid_jget(ev->device, "application_tracking_enabled"), &first);
+    if (!first)
+        capid_buf_putc(b, ',');
+    capid_buf_puts(b, "\"extinfo\":[");
+    const char *type = jstr(capid_jget(ev->device, "type"));
+    const char *tag = type && !strcasecmp(type, "android") ? "a2"
+                      : type && !strcasecmp(type, "ios")   ? "i2"
+                                                           : "";
+    capid_buf_json_str(b, tag, strlen(tag));
+    for (int i = 0; i < 15; i++) {
+        capid_buf_putc(b, ',');
+        if (capid_jtext(capid_jpath(ev->context, paths[i]), &s, &n, num))
+            capid_buf_json_str(b, s, n);
+        else
+            capid_buf_puts(b, "\"\"");
+    }
+    capid_buf_puts(b, "]}");
+}
+
+/* ---- the event ------------------------------------------------------- */
+
+static void skip(struct capid_mapper *m, struct capid_mapped *out, enum capid_reason r,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void skip(struct capid_mapper *m, struct capid_mapped *out, enum capid_reason r,
+                 const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->detail, sizeof(out->detail), fmt, ap);
+    va_end(ap);
+    out->reason = r;
+    m->stats.skipped[r]++;
+}
+
+static const char *map_name(const struct capid_dest *d, const char *name)
+{
+    for (size_t i = 0; i < d->n_event_names; i++)
+        if (!strcmp(d->event_names[i].from, name))
+            return d->event_names[i].to;
+    for (size_t i = 0; i < sizeof(seed_names) / sizeof(seed_names[0]); i++)
+        if (!strcmp(seed_names[i].from, name))
+            return seed_names[i].to;
+    return name;
+}
+
+static bool consent_given(const cJSON *cats, const char *want)
+{
+    char num[32];
+    const char *s;
+    size_t n, wn = strlen(want);
+    if (cJSON_IsArray(cats)) {
+        for (const cJSON *c = cats->child; c; c = c->next) {
+            if (capid_jtext(c, &s, &n, num)) {
+                trim_space(&s, &n);
+                if (n == wn && !memcmp(s, want, n))
+                    return true;
+            }
+        }
+        return false;
+    }
+    if (!capid_jtext(cats, &s, &n, num))
+        return false;
+    /* A comma-separated string, or a single number. */
+    while (n) {
+        const char *comma = memchr(s, ',', n);
+        size_t seg = comma ? (size_t)(comma - s) : n;
+        const char *t = s;
+        size_t tn = seg;
+        trim_space(&t, &tn);
+        if (tn == wn && !memcmp(t, want, tn))
+            return true;
+        if (!comma)
+            break;
+        s += seg + 1, n -= seg + 1;
+    }
+    return false;
+}
+
+static void put_key(struct capid_buf *b, const char *key)
+{
+    capid_buf_putc(b, ',');
+    capid_buf_json_str(b, key, strlen(key));
+    capid_buf_putc(b, ':');
+}
+
+int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct capid_event *ev,
+                    int64_t now, struct capid_mapped *out)
+{
+    struct capid_buf *o = &out->json;
+    char num[32];
+    const char *s;
+    size_t n;
+
+    capid_buf_reset(o);
+    out->reason = CAPID_R_NONE;
+    out->detail[0] = '\0';
+    out->event_time = ev->event_time;
+
+    /* Gate 1: consent (SPEC 4.5). */
+    if (d->consent_category) {
+        const cJSON *cats = capid_jget(ev->user, "consent_categories");
+        if (!present(cats)) {
+            skip(m, out, CAPID_R_NO_CONSENT,
+                 "user.consent_categories is missing; category '%s' is required",
+                 d->consent_category);
+            return CAPID_OK;
+        }
+        if (!consent_given(cats, d->consent_category)) {
+            skip(m, out, CAPID_R_NO_CONSENT, "consent category '%s' not in user.consent_categories",
+                 d->consent_category);
+            return CAPID_OK;
+        }
+    }
+
+    /* Root fields (SPEC 4.1). */
+    const char *name = jstr(capid_jget(ev->fb_int, "event_name"));
+    if (!name || !*name)
+        name = map_name(d, capid_jget(ev->root, "event_name")->valuestring);
+    snprintf(out->name_buf, sizeof(out->name_buf), "%s", name);
+    out->event_name = name;
+
+    const char *id = NULL;
+    const cJSON *idv =
+        first_of(capid_jget(ev->fb_int, "event_id"), capid_jget(ev->root, "event_id"),
+                 capid_jget(ev->context, "event_id"));
+    if (idv && capid_jtext(idv, &s, &n, num) && n) {
+        if (s == num) { /* numeric id: copy out of the stack buffer */
+            snprintf(out->id_buf, sizeof(out->id_buf), "%s", num);
+            s = out->id_buf;
+        }
+        id = s;
+    } else {
+        id = capid_event_auto_id(ev);
+        n = strlen(id);
+    }
+    out->event_id = id;
+
+    const char *as = jstr(capid_jget(ev->fb_int, "action_source"));
+    if (!as)
+        as = d->app_tracking ? "app"
+             : (jstr(capid_jget(ev->root, "type")) &&
+                !strcmp(jstr(capid_jget(ev->root, "type")), "offline"))
+                 ? "physical_store"
+                 : "website";
+    out->action_source = as;
+
+    const cJSON *urlv =
+        first_of(capid_jget(ev->page, "url"), capid_jpath(ev->page, "location.href"),
+                 capid_jget(ev->root, "url"));
+    const char *url = jstr(urlv) && urlv->valuestring[0] ? urlv->valuestring : NULL;
+    const cJSON *refv =
+        first_of(capid_jget(ev->page, "referrer"), capid_jget(ev->root, "referrer"), NULL);
+    const char *ref = jstr(refv) && refv->valuestring[0] ? refv->valuestring : NULL;
+
+    struct tm tm;
+    time_t tnow = (time_t)now;
+    gmtime_r(&tnow, &tm);
+    int max_year = tm.tm_year + 1900 + 1;
+
+    /* user_data, then gate 2: match keys. */
+    struct capid_buf *ud = &m->ud;
+    struct ud_state u = {.m = m, .b = ud};
+    capid_buf_reset(ud);
+    build_user_data(&u, d, ev, ev->event_time, url, max_year);
+    if (u.strong < d->min_strong_keys && u.other < d->min_other_keys) {
+        skip(m, out, CAPID_R_INSUFFICIENT_MATCH_KEYS,
+             "%d strong and %d other user_data keys; need %d strong or %d other", u.strong, u.other,
+             d->min_strong_keys, d->min_other_keys);
+        return CAPID_OK;
+    }
+
+    struct cd_state c = {.b = &m->cd, .e = m->cd_entries, .cap = m->cd_cap};
+    capid_buf_reset(&m->cd);
+    build_custom_data(m, d, ev, &c);
+
+    /* Gate 3: CAPI validity, in SPEC 4.5 order. */
+    m->cd_entries = c.e; /* keep the grown array for the next event */
+    m->cd_cap = c.cap;
+    bool has_ua = u.has_ua;
+    struct cd_entry *val = cd_find(&c, "value"), *cur = cd_find(&c, "currency");
+    int64_t age_limit = strcmp(as, "physical_store") ? 7 * 86400 : 62 * 86400;
+    if (!capid_action_source_valid(as))
+        skip(m, out, CAPID_R_INVALID_EVENT, "action_source '%.40s' is not one of Meta's values",
+             as);
+    else if (!strcmp(as, "website") && !has_ua)
+        skip(m, out, CAPID_R_MISSING_USER_AGENT, "website event without context.device.user_agent");
+    else if (!strcmp(as, "website") && !url)
+        skip(m, out, CAPID_R_MISSING_SOURCE_URL, "website event without context.page.url");
+    else if (!strcmp(name, "Purchase") && (!val || val->deleted || val->type != CD_NUM || !cur ||
+                                           cur->deleted || cur->type != CD_STR))
+        skip(m, out, CAPID_R_PURCHASE_WITHOUT_VALUE,
+             "Purchase needs a numeric value and an ISO 4217 currency");
+    else if (now - ev->event_time > age_limit)
+        skip(m, out, CAPID_R_EVENT_TOO_OLD, "event_time %lld is %lld s old; the limit is %lld s",
+             (long long)ev->event_time, (long long)(now - ev->event_time), (long long)age_limit);
+    else if (ev->event_time - now > 600)
+        skip(m, out, CAPID_R_EVENT_IN_FUTURE, "event_time %lld is %lld s in the future",
+             (long long)ev->event_time, (long long)(ev->event_time - now));
+    if (out->reason != CAPID_R_NONE)
+        return CAPID_OK;
+
+    /* Write the event. */
+    capid_buf_puts(o, "{\"event_name\":");
+    capid_buf_json_str(o, name, strlen(name));
+    capid_buf_puts(o, ",\"event_time\":");
+    capid_buf_json_int(o, ev->event_time);
+    put_key(o, "event_id");
+    capid_buf_json_str(o, id, strlen(id));
+    put_key(o, "action_source");
+    capid_buf_json_str(o, as, strlen(as));
+    if (url) {
+        put_key(o, "event_source_url");
+        capid_buf_json_str(o, url, strlen(url));
+    }
+    if (ref) {
+        put_key(o, "referrer_url");
+        capid_buf_json_str(o, ref, strlen(ref));
+    }
+    const cJSON *opt = capid_jget(ev->fb_int, "opt_out");
+    if (cJSON_IsBool(opt)) {
+        put_key(o, "opt_out");
+        capid_buf_puts(o, cJSON_IsTrue(opt) ? "true" : "false");
+    }
+    const cJSON *dpo = capid_jget(ev->fb_int, "data_processing_options");
+    if (cJSON_IsArray(dpo)) {
+        put_key(o, "data_processing_options");
+        capid_json_write(o, dpo);
+    } else if (d->limited_data_use) {
+        put_key(o, "data_processing_options");
+        capid_buf_puts(o, "[\"LDU\"]");
+    }
+    static const char *const dpo_keys[2] = {"data_processing_options_country",
+                                            "data_processing_options_state"};
+    for (int i = 0; i < 2; i++) {
+        double x;
+        const cJSON *dv = capid_jget(ev->fb_int, dpo_keys[i]);
+        if (capid_jnum(dv, &x)) {
+            put_key(o, dpo_keys[i]);
+            capid_buf_json_num(o, x);
+        } else if (d->limited_data_use) {
+            put_key(o, dpo_keys[i]);
+            capid_buf_putc(o, '0');
+        }
+    }
+    put_key(o, "user_data");
+    capid_buf_putc(o, '{');
+    if (ud->len)
+        capid_buf_append(o, ud->data, ud->len);
+    capid_buf_putc(o, '}');
+
+    bool first = true;
+    for (size_t i = 0; i < c.n; i++) {
+        if (c.e[i].deleted)
+            continue;
+        if (first)
+            put_key(o, "custom_data"), capid_buf_putc(o, '{');
+        else
+            capid_buf_putc(o, ',');
+        first = false;
+        capid_buf_json_str(o, c.e[i].key, strlen(c.e[i].key));
+        capid_buf_putc(o, ':');
+        capid_buf_append(o, m->cd.data + c.e[i].voff, c.e[i].vlen);
+    }
+    if (!first)
+        capid_buf_putc(o, '}');
+
+    if (d->app_tracking)
+        build_app_data(o, ev);
+    capid_buf_putc(o, '}');
+    m->stats.mapped++;
+    (void)s;
+    return CAPID_OK;
+}

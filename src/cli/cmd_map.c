@@ -1,0 +1,229 @@
+/* `capid map`: the command-line face of the mapping engine (issue 2).
+ *   capid map --config FILE [--destination NAME] [--now EPOCH] [--explain] [FILE...]
+ * Reads NDJSON from the files or stdin; for every input line and selected
+ * destination writes one line (see docs/CLI.md for the exact contract). */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "capi/map.h"
+#include "config/config.h"
+#include "util/clock.h"
+
+struct map_run {
+    const struct capid_config *cfg;
+    const struct capid_dest **dests;
+    size_t ndests;
+    bool explain;
+    int64_t now; /* 0 = wall clock per line */
+    const char *file; /* shown in outcomes when several files are read */
+    struct capid_mapper m;
+    struct capid_mapped out;
+    struct capid_buf line; /* one output line */
+};
+
+static void emit_skip(struct map_run *r, FILE *to, size_t lineno, const char *dest,
+                      const char *reason, const char *detail)
+{
+    struct capid_buf *b = &r->line;
+    capid_buf_reset(b);
+    capid_buf_printf(b, "{\"line\":%zu,", lineno);
+    if (r->file) {
+        capid_buf_puts(b, "\"file\":");
+        capid_buf_json_str(b, r->file, strlen(r->file));
+        capid_buf_putc(b, ',');
+    }
+    capid_buf_puts(b, "\"destination\":");
+    capid_buf_json_str(b, dest, strlen(dest));
+    capid_buf_puts(b, ",\"skipped\":");
+    capid_buf_json_str(b, reason, strlen(reason));
+    capid_buf_puts(b, ",\"detail\":");
+    capid_buf_json_str(b, detail, strlen(detail));
+    capid_buf_puts(b, "}\n");
+    fwrite(b->data, 1, b->len, to);
+}
+
+static void emit_event(struct map_run *r, size_t lineno, const char *dest)
+{
+    if (!r->explain) {
+        fwrite(r->out.json.data, 1, r->out.json.len, stdout);
+        fputc('\n', stdout);
+        return;
+    }
+    struct capid_buf *b = &r->line;
+    capid_buf_reset(b);
+    capid_buf_printf(b, "{\"line\":%zu,", lineno);
+    if (r->file) {
+        capid_buf_puts(b, "\"file\":");
+        capid_buf_json_str(b, r->file, strlen(r->file));
+        capid_buf_putc(b, ',');
+    }
+    capid_buf_puts(b, "\"destination\":");
+    capid_buf_json_str(b, dest, strlen(dest));
+    capid_buf_puts(b, ",\"event\":");
+    capid_buf_append(b, r->out.json.data, r->out.json.len);
+    capid_buf_puts(b, "}\n");
+    fwrite(b->data, 1, b->len, stdout);
+}
+
+static void map_line(struct map_run *r, size_t lineno, const char *s, size_t len)
+{
+    static const enum capid_reason by_status[] = {
+        [CAPID_EV_TOO_LARGE] = CAPID_R_TOO_LARGE,
+        [CAPID_EV_INVALID_JSON] = CAPID_R_INVALID_JSON,
+        [CAPID_EV_INVALID_EVENT] = CAPID_R_INVALID_EVENT,
+    };
+    struct capid_limits lim = {r->cfg->server.max_event_bytes, r->cfg->server.max_depth};
+    struct capid_perr err = {0};
+    struct capid_event ev;
+    int64_t now = r->now ? r->now : capid_now_s();
+    FILE *skips = r->explain ? stdout : stderr;
+
+    enum capid_event_status st = capid_event_parse(&ev, s, len, &lim, now, &err);
+    if (st != CAPID_EV_OK) {
+        for (size_t i = 0; i < r->ndests; i++)
+            emit_skip(r, skips, lineno, r->dests[i]->name, capid_reason_name(by_status[st]),
+                      err.msg ? err.msg : "");
+        return;
+    }
+    for (size_t i = 0; i < r->ndests; i++) {
+        if (capid_map_event(&r->m, r->dests[i], &ev, now, &r->out) != CAPID_OK) {
+            fprintf(stderr, "capid map: out of memory\n");
+            exit(1);
+        }
+        if (r->out.reason == CAPID_R_NONE)
+            emit_event(r, lineno, r->dests[i]->name);
+        else
+            emit_skip(r, skips, lineno, r->dests[i]->name, capid_reason_name(r->out.reason),
+                      r->out.detail);
+    }
+    capid_event_release(&ev);
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return false;
+    return true;
+}
+
+static void map_stream(struct map_run *r, FILE *in)
+{
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        size_t len = (size_t)n;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        if (lineno == 1 && len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) { /* BOM */
+            memmove(line, line + 3, len - 3);
+            len -= 3;
+        }
+        if (blank(line, len))
+            continue; /* blank lines carry no event (docs/CLI.md) */
+        map_line(r, lineno, line, len);
+    }
+    free(line);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: capid map --config FILE [--destination NAME] [--now EPOCH_SECONDS] "
+                    "[--explain] [FILE ...]\n");
+    return 2;
+}
+
+int capid_cmd_map(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"destination", required_argument, NULL, 'd'},
+        {"now", required_argument, NULL, 'n'},     {"explain", no_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *dest = NULL;
+    struct map_run r = {0};
+    int c, rc = 0;
+    FILE **files = NULL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'd': dest = optarg; break;
+        case 'e': r.explain = true; break;
+        case 'n': {
+            char *end;
+            errno = 0;
+            long long v = strtoll(optarg, &end, 10);
+            if (errno || *end || v <= 0) {
+                fprintf(stderr, "capid map: --now '%s' is not a positive number of seconds\n", optarg);
+                return 2;
+            }
+            r.now = v;
+            break;
+        }
+        case 'h': usage(); return 0;
+        default: return usage();
+        }
+    }
+    struct capid_config *cfg = capid_cli_load_config("map", config);
+    if (!cfg)
+        return 2;
+    r.cfg = cfg;
+    r.dests = calloc(cfg->n_dests, sizeof(*r.dests));
+    for (size_t i = 0; i < cfg->n_dests; i++)
+        if (!dest || !strcmp(cfg->dests[i].name, dest))
+            r.dests[r.ndests++] = &cfg->dests[i];
+    if (!r.ndests) {
+        fprintf(stderr, "capid map: no destination named '%s' in %s\n", dest, config);
+        rc = 2;
+        goto out;
+    }
+    /* Open every file first: an unreadable one is an error before any output. */
+    int nfiles = argc - optind;
+    files = calloc((size_t)(nfiles > 0 ? nfiles : 1), sizeof(*files));
+    for (int i = 0; i < nfiles; i++) {
+        const char *path = argv[optind + i];
+        files[i] = strcmp(path, "-") ? fopen(path, "r") : stdin;
+        if (!files[i]) {
+            fprintf(stderr, "capid map: cannot read '%s': %s\n", path, strerror(errno));
+            rc = 2;
+            goto out;
+        }
+    }
+    if (capid_mapper_init(&r.m) != CAPID_OK) {
+        rc = 1;
+        goto out;
+    }
+    capid_mapped_init(&r.out);
+    capid_buf_init(&r.line, 0);
+    static char obuf[1 << 20];
+    setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+    if (nfiles == 0) {
+        map_stream(&r, stdin);
+    } else {
+        for (int i = 0; i < nfiles; i++) {
+            r.file = nfiles > 1 ? argv[optind + i] : NULL;
+            map_stream(&r, files[i]);
+        }
+    }
+    fflush(stdout);
+    capid_buf_release(&r.line);
+    capid_mapped_release(&r.out);
+    capid_mapper_release(&r.m);
+out:
+    for (int i = 0; files && i < nfiles; i++)
+        if (files[i] && files[i] != stdin)
+            fclose(files[i]);
+    free(files);
+    free(r.dests);
+    capid_config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,503 @@
+#include "event/event.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/sha256.h"
+#include "util/utf8.h"
+
+/* Length of the UTF-8 sequence a lead byte starts, 0 if it cannot lead. */
+static size_t utf8_seq_len(unsigned char c)
+{
+    if (c < 0xC2)
+        return 0;
+    if (c < 0xE0)
+        return 2;
+    if (c < 0xF0)
+        return 3;
+    if (c < 0xF5)
+        return 4;
+    return 0;
+}
+
+enum capid_event_status capid_json_prescan(const char *json, size_t len,
+                                           const struct capid_limits *lim, struct capid_perr *err)
+{
+    const unsigned char *s = (const unsigned char *)json;
+    int max_depth = lim && lim->max_depth > 0 ? lim->max_depth : 32;
+    int depth = 0;
+    size_t i = 0;
+
+    if (lim && lim->max_event_bytes && len > lim->max_event_bytes) {
+        capid_perr_set(err, 0, "event is %zu bytes, over the limit of %zu", len,
+                       lim->max_event_bytes);
+        return CAPID_EV_TOO_LARGE;
+    }
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c == '"') {
+            for (i++;;) {
+                if (i >= len)
+                    return CAPID_EV_OK; /* unterminated: cJSON reports it with its position */
+                c = s[i];
+                if (c == '"') {
+                    i++;
+                    break;
+                }
+                if (c == '\\') {
+                    if (i + 5 < len && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0) {
+                        capid_perr_set(err, i, "string contains \\u0000 (NUL) at byte %zu", i);
+                        return CAPID_EV_INVALID_JSON;
+                    }
+                    i += 2;
+                    continue;
+                }
+                if (c < 0x80) {
+                    if (c == 0) {
+                        capid_perr_set(err, i, "NUL byte at byte %zu", i);
+                        return CAPID_EV_INVALID_JSON;
+                    }
+                    i++;
+                    continue;
+                }
+                size_t n = utf8_seq_len(c);
+                if (!n || i + n > len || !capid_utf8_valid((const char *)s + i, n)) {
+                    capid_perr_set(err, i, "invalid UTF-8 at byte %zu", i);
+                    return CAPID_EV_INVALID_JSON;
+                }
+                i += n;
+            }
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (++depth > max_depth) {
+                capid_perr_set(err, i, "nesting deeper than %d levels at byte %zu", max_depth, i);
+                return CAPID_EV_INVALID_JSON;
+            }
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == 0) {
+            capid_perr_set(err, i, "NUL byte at byte %zu", i);
+            return CAPID_EV_INVALID_JSON;
+        } else if (c >= 0x80) {
+            capid_perr_set(err, i, "unexpected byte 0x%02x outside a string at byte %zu", c, i);
+            return CAPID_EV_INVALID_JSON;
+        }
+        i++;
+    }
+    return CAPID_EV_OK;
+}
+
+const cJSON *capid_jget(const cJSON *obj, const char *key)
+{
+    if (!obj || !cJSON_IsObject(obj))
+        return NULL;
+    for (const cJSON *c = obj->child; c; c = c->next)
+        if (c->string && strcmp(c->string, key) == 0)
+            return c;
+    return NULL;
+}
+
+const cJSON *capid_jpath(const cJSON *obj, const char *dotted)
+{
+    char key[64];
+    while (obj && *dotted) {
+        const char *dot = strchr(dotted, '.');
+        size_t n = dot ? (size_t)(dot - dotted) : strlen(dotted);
+        if (n >= sizeof(key))
+            return NULL;
+        memcpy(key, dotted, n);
+        key[n] = '\0';
+        obj = capid_jget(obj, key);
+        dotted += n + (dot ? 1 : 0);
+    }
+    return obj;
+}
+
+static int fmt_num(char buf[32], double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        return snprintf(buf, 32, "%.0f", v);
+    int n = snprintf(buf, 32, "%.15g", v);
+    if (strtod(buf, NULL) != v)
+        n = snprintf(buf, 32, "%.17g", v);
+    return n;
+}
+
+bool capid_jtext(const cJSON *v, const char **s, size_t *len, char numbuf[32])
+{
+    if (!v)
+        return false;
+    if (cJSON_IsString(v) && v->valuestring) {
+        *s = v->valuestring;
+        *len = strlen(v->valuestring);
+        return true;
+    }
+    if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
+        *len = (size_t)fmt_num(numbuf, v->valuedouble);
+        *s = numbuf;
+        return true;
+    }
+    return false;
+}
+
+static bool is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Decimal number grammar (no hex, inf or nan, which strtod would accept). */
+static bool parse_decimal(const char *s, size_t len, double *out)
+{
+    while (len && is_json_space(*s))
+        s++, len--;
+    while (len && is_json_space(s[len - 1]))
+        len--;
+    if (!len || len > 64)
+        return false;
+    size_t i = 0, digits = 0;
+    if (s[i] == '-' || s[i] == '+')
+        i++;
+    while (i < len && s[i] >= '0' && s[i] <= '9')
+        i++, digits++;
+    if (i < len && s[i] == '.')
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+            digits++;
+    if (!digits)
+        return false;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '-' || s[i] == '+'))
+            i++;
+        size_t e = 0;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++, e++;
+        if (!e)
+            return false;
+    }
+    if (i != len)
+        return false;
+    char tmp[65];
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    double v = strtod(tmp, NULL);
+    if (!isfinite(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+bool capid_jnum(const cJSON *v, double *out)
+{
+    if (!v)
+        return false;
+    if (cJSON_IsNumber(v))
+        return isfinite(v->valuedouble) ? (*out = v->valuedouble, true) : false;
+    if (cJSON_IsString(v) && v->valuestring)
+        return parse_decimal(v->valuestring, strlen(v->valuestring), out);
+    return false;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool digits_at(const char *s, size_t len, size_t at, size_t n, int *out)
+{
+    int v = 0;
+    if (at + n > len)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[at + i] < '0' || s[at + i] > '9')
+            return false;
+        v = v * 10 + (s[at + i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* ISO-8601: YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|+HH[:MM]|-HH[:MM]]; no offset = UTC. */
+static bool parse_iso8601(const char *s, size_t len, int64_t *sec)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0;
+    size_t i = 10;
+    if (!digits_at(s, len, 0, 4, &y) || len < 10 || s[4] != '-' ||
+        !digits_at(s, len, 5, 2, &mo) || s[7] != '-' || !digits_at(s, len, 8, 2, &d))
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31)
+        return false;
+    if (i < len && (s[i] == 'T' || s[i] == 't' || s[i] == ' ')) {
+        if (!digits_at(s, len, i + 1, 2, &h) || i + 3 >= len || s[i + 3] != ':' ||
+            !digits_at(s, len, i + 4, 2, &mi))
+            return false;
+        i += 6;
+        if (i < len && s[i] == ':') {
+            if (!digits_at(s, len, i + 1, 2, &se))
+                return false;
+            i += 3;
+            if (i < len && (s[i] == '.' || s[i] == ',')) {
+                size_t f = ++i;
+                while (i < len && s[i] >= '0' && s[i] <= '9')
+                    i++;
+                if (i == f)
+                    return false;
+            }
+        }
+        if (h > 23 || mi > 59 || se > 60)
+            return false;
+    }
+    int64_t off = 0;
+    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+        i++;
+    } else if (i < len && (s[i] == '+' || s[i] == '-')) {
+        int oh, om = 0;
+        int sign = s[i] == '-' ? -1 : 1;
+        if (!digits_at(s, len, i + 1, 2, &oh))
+            return false;
+        i += 3;
+        if (i < len && s[i] == ':')
+            i++;
+        if (i < len) {
+            if (!digits_at(s, len, i, 2, &om))
+                return false;
+            i += 2;
+        }
+        if (oh > 23 || om > 59)
+            return false;
+        off = sign * (oh * 3600 + om * 60);
+    }
+    if (i != len)
+        return false;
+    *sec = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off;
+    return true;
+}
+
+static bool epoch_from_number(double v, int64_t *sec)
+{
+    if (!isfinite(v) || v < 0 || v > 1e16)
+        return false;
+    /* SPEC 2: epoch milliseconds; numbers below 10^11 are seconds. */
+    *sec = (int64_t)floor(v < 1e11 ? v : v / 1000.0);
+    return true;
+}
+
+bool capid_parse_timestamp(const cJSON *v, int64_t *sec)
+{
+    double d;
+    if (cJSON_IsNumber(v))
+        return epoch_from_number(v->valuedouble, sec);
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return false;
+    const char *s = v->valuestring;
+    size_t len = strlen(s);
+    if (parse_decimal(s, len, &d))
+        return epoch_from_number(d, sec);
+    while (len && is_json_space(*s))
+        s++, len--;
+    while (len && is_json_space(s[len - 1]))
+        len--;
+    return parse_iso8601(s, len, sec);
+}
+
+/* JSON allows duplicate keys; capid refuses them (documented in docs/INPUT.md)
+ * so that no two readers of an event can disagree on its content. */
+static const cJSON *find_duplicate_key(const cJSON *v)
+{
+    for (const cJSON *c = v ? v->child : NULL; c; c = c->next) {
+        if (cJSON_IsObject(v))
+            for (const cJSON *p = v->child; p != c; p = p->next)
+                if (p->string[0] == c->string[0] && strcmp(p->string, c->string) == 0)
+                    return c;
+        const cJSON *d = find_duplicate_key(c);
+        if (d)
+            return d;
+    }
+    return NULL;
+}
+
+static const cJSON *obj_or_null(const cJSON *v)
+{
+    return cJSON_IsObject(v) ? v : NULL;
+}
+
+enum capid_event_status capid_event_adopt(struct capid_event *ev, cJSON *root, int64_t now,
+                                          struct capid_perr *err)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->root = root;
+    if (!cJSON_IsObject(root)) {
+        capid_perr_set(err, 0, "event is not a JSON object");
+        goto invalid;
+    }
+    const cJSON *dup = find_duplicate_key(root);
+    if (dup) {
+        capid_perr_set(err, 0, "duplicate key '%.60s'", dup->string);
+        goto invalid;
+    }
+    const cJSON *name = capid_jget(root, "event_name");
+    if (!name) {
+        capid_perr_set(err, 0, "event_name is missing");
+        goto invalid;
+    }
+    if (!cJSON_IsString(name) || !name->valuestring[0]) {
+        capid_perr_set(err, 0, "event_name must be a non-empty string");
+        goto invalid;
+    }
+    ev->user = obj_or_null(capid_jget(root, "user"));
+    ev->context = obj_or_null(capid_jget(root, "context"));
+    ev->device = obj_or_null(capid_jget(ev->context, "device"));
+    ev->page = obj_or_null(capid_jget(ev->context, "page"));
+    ev->fb_int = obj_or_null(capid_jget(capid_jget(root, "integrations"), "facebook"));
+    ev->fb_partner = obj_or_null(capid_jget(capid_jget(root, "partners"), "facebook"));
+    const cJSON *items = capid_jget(root, "items");
+    ev->items = cJSON_IsArray(items) ? items : NULL;
+
+    const cJSON *ts = capid_jget(ev->context, "event_timestamp");
+    ev->event_time = now;
+    if (ts && !cJSON_IsNull(ts)) {
+        if (!capid_parse_timestamp(ts, &ev->event_time)) {
+            char shown[48] = "";
+            if (cJSON_IsString(ts))
+                snprintf(shown, sizeof(shown), " '%.40s'", ts->valuestring);
+            capid_perr_set(err, 0, "context.event_timestamp%s is not a timestamp", shown);
+            goto invalid;
+        }
+        ev->has_time = true;
+    }
+    return CAPID_EV_OK;
+invalid:
+    cJSON_Delete(ev->root);
+    ev->root = NULL;
+    return CAPID_EV_INVALID_EVENT;
+}
+
+enum capid_event_status capid_event_parse(struct capid_event *ev, const char *json, size_t len,
+                                          const struct capid_limits *lim, int64_t now,
+                                          struct capid_perr *err)
+{
+    memset(ev, 0, sizeof(*ev));
+    enum capid_event_status st = capid_json_prescan(json, len, lim, err);
+    if (st != CAPID_EV_OK)
+        return st;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= json ? (size_t)(end - json) : 0;
+        size_t last = len;
+        while (last && is_json_space(json[last - 1]))
+            last--;
+        if (off + 1 >= last)
+            capid_perr_set(err, off, "truncated JSON: input ends at byte %zu", len);
+        else
+            capid_perr_set(err, off, "JSON syntax error at byte %zu", off);
+        return CAPID_EV_INVALID_JSON;
+    }
+    for (size_t i = (size_t)(end - json); i < len; i++) {
+        if (!is_json_space(json[i])) {
+            cJSON_Delete(root);
+            capid_perr_set(err, i, "unexpected data after the JSON value at byte %zu", i);
+            return CAPID_EV_INVALID_JSON;
+        }
+    }
+    return capid_event_adopt(ev, root, now, err);
+}
+
+void capid_event_release(struct capid_event *ev)
+{
+    cJSON_Delete(ev->root);
+    ev->root = NULL;
+}
+
+static int write_value(struct capid_buf *b, const cJSON *v, bool sorted);
+
+static int cmp_keys(const void *a, const void *b)
+{
+    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+    return strcmp(x->string, y->string);
+}
+
+static int write_object(struct capid_buf *b, const cJSON *v, bool sorted)
+{
+    const cJSON *stackbuf[32];
+    const cJSON **kids = stackbuf;
+    size_t n = 0, i = 0;
+    int rc = capid_buf_putc(b, '{');
+    for (const cJSON *c = v->child; c; c = c->next)
+        n++;
+    if (sorted && n > 32 && !(kids = malloc(n * sizeof(*kids))))
+        return CAPID_ENOMEM;
+    if (sorted) {
+        for (const cJSON *c = v->child; c; c = c->next)
+            kids[i++] = c;
+        qsort(kids, n, sizeof(*kids), cmp_keys);
+    }
+    const cJSON *c = v->child;
+    for (i = 0; i < n && !rc; i++) {
+        const cJSON *k = sorted ? kids[i] : c;
+        c = c ? c->next : NULL;
+        if (i)
+            rc = capid_buf_putc(b, ',');
+        if (!rc)
+            rc = capid_buf_json_str(b, k->string, strlen(k->string));
+        if (!rc)
+            rc = capid_buf_putc(b, ':');
+        if (!rc)
+            rc = write_value(b, k, sorted);
+    }
+    if (kids != stackbuf)
+        free(kids);
+    return rc ? rc : capid_buf_putc(b, '}');
+}
+
+static int write_value(struct capid_buf *b, const cJSON *v, bool sorted)
+{
+    int rc = 0;
+    switch (v->type & 0xff) {
+    case cJSON_False: return capid_buf_append(b, "false", 5);
+    case cJSON_True: return capid_buf_append(b, "true", 4);
+    case cJSON_NULL: return capid_buf_append(b, "null", 4);
+    case cJSON_Number: return capid_buf_json_num(b, v->valuedouble);
+    case cJSON_String: return capid_buf_json_str(b, v->valuestring, strlen(v->valuestring));
+    case cJSON_Raw: return capid_buf_puts(b, v->valuestring);
+    case cJSON_Object: return write_object(b, v, sorted);
+    case cJSON_Array:
+        rc = capid_buf_putc(b, '[');
+        for (const cJSON *c = v->child; c && !rc; c = c->next) {
+            if (c != v->child)
+                rc = capid_buf_putc(b, ',');
+            if (!rc)
+                rc = write_value(b, c, sorted);
+        }
+        return rc ? rc : capid_buf_putc(b, ']');
+    }
+    return capid_buf_append(b, "null", 4);
+}
+
+int capid_json_write(struct capid_buf *b, const cJSON *v)
+{
+    return write_value(b, v, false);
+}
+
+const char *capid_event_auto_id(struct capid_event *ev)
+{
+    if (ev->auto_id[0])
+        return ev->auto_id;
+    struct capid_buf b;
+    struct capid_sha256 h;
+    capid_buf_init(&b, 0);
+    if (write_value(&b, ev->root, true) || capid_sha256_init(&h))
+        abort(); /* out of memory on a size-capped event */
+    capid_sha256_hex(&h, b.data, b.len, ev->auto_id);
+    capid_sha256_release(&h);
+    capid_buf_release(&b);
+    return ev->auto_id;
+}

@@ -1,0 +1,115 @@
+/* Mapping vectors: every case of ../shared/vectors/mapping.json and of our
+ * own tests/data/mapping-cases.json, read at test time. A case is
+ * {name, settings, now, input, expect}; expect is the CAPI event (compared
+ * as JSON values) or {"skipped": reason}. */
+#include "test.h"
+
+#include <stdlib.h>
+
+#include <cjson/cJSON.h>
+
+#include "capi/geo.h"
+#include "capi/map.h"
+#include "config/config.h"
+#include "event/event.h"
+
+/* Builds a one-destination config from a case's settings (JSON is YAML). */
+static struct capid_config *config_for(const cJSON *settings)
+{
+    cJSON *dest = settings ? cJSON_Duplicate(settings, 1) : cJSON_CreateObject();
+    if (!cJSON_GetObjectItemCaseSensitive(dest, "name"))
+        cJSON_AddStringToObject(dest, "name", "test");
+    if (!cJSON_GetObjectItemCaseSensitive(dest, "pixel_id"))
+        cJSON_AddStringToObject(dest, "pixel_id", "1234567890");
+    if (!cJSON_GetObjectItemCaseSensitive(dest, "access_token_env"))
+        cJSON_AddStringToObject(dest, "access_token_env", "CAPID_TEST_TOKEN");
+    cJSON *root = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(root, "destinations");
+    cJSON_AddItemToArray(list, dest);
+    char *yaml = cJSON_PrintUnformatted(root);
+    struct capid_config *cfg = NULL;
+    struct capid_perr err = {0};
+    if (capid_config_parse(yaml, strlen(yaml), &cfg, &err) != CAPID_OK)
+        capid_test_fail(__FILE__, __LINE__, "settings %s rejected: %s", yaml,
+                        err.msg ? err.msg : "?");
+    free(yaml);
+    cJSON_Delete(root);
+    return cfg;
+}
+
+/* Runs one case; returns the number of failures. */
+static void run_case(const cJSON *tc, const char *file)
+{
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tc, "name"));
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(tc, "input");
+    const cJSON *expect = cJSON_GetObjectItemCaseSensitive(tc, "expect");
+    int64_t now = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(tc, "now"));
+    struct capid_config *cfg = config_for(cJSON_GetObjectItemCaseSensitive(tc, "settings"));
+    if (!cfg)
+        return;
+    char *text = cJSON_IsString(input) ? strdup(input->valuestring) : cJSON_PrintUnformatted(input);
+    struct capid_limits lim = {cfg->server.max_event_bytes, cfg->server.max_depth};
+    struct capid_perr err = {0};
+    struct capid_event ev;
+    struct capid_mapper m;
+    struct capid_mapped out;
+    capid_mapper_init(&m);
+    capid_mapped_init(&out);
+    const char *want_skip =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(expect, "skipped"));
+
+    enum capid_event_status st = capid_event_parse(&ev, text, strlen(text), &lim, now, &err);
+    const char *got_skip = NULL;
+    if (st == CAPID_EV_OK) {
+        capid_map_event(&m, &cfg->dests[0], &ev, now, &out);
+        if (out.reason != CAPID_R_NONE)
+            got_skip = capid_reason_name(out.reason);
+    } else {
+        got_skip = st == CAPID_EV_TOO_LARGE      ? "too_large"
+                   : st == CAPID_EV_INVALID_JSON ? "invalid_json"
+                                                 : "invalid_event";
+    }
+    if (want_skip || got_skip) {
+        if (!want_skip || !got_skip || strcmp(want_skip, got_skip))
+            capid_test_fail(file, 0, "case '%s': skipped %s (%s), want %s%s", name,
+                            got_skip ? got_skip : "no", got_skip ? (err.msg ? err.msg : out.detail) : "",
+                            want_skip ? want_skip : "an event: ", want_skip ? "" : out.json.data);
+    } else {
+        cJSON *got = cJSON_Parse(out.json.data);
+        if (!got || !cJSON_Compare(got, expect, 1)) {
+            char *w = cJSON_PrintUnformatted(expect);
+            capid_test_fail(file, 0, "case '%s':\n  got  %s\n  want %s", name, out.json.data, w);
+            free(w);
+        }
+        cJSON_Delete(got);
+    }
+    if (st == CAPID_EV_OK)
+        capid_event_release(&ev);
+    capid_mapped_release(&out);
+    capid_mapper_release(&m);
+    free(text);
+    capid_config_free(cfg);
+}
+
+static void run_file(const char *path)
+{
+    char *json = capid_test_slurp(path, NULL);
+    ASSERT_TRUE(json != NULL);
+    cJSON *cases = json ? cJSON_Parse(json) : NULL;
+    ASSERT_TRUE(cJSON_IsArray(cases) && cJSON_GetArraySize(cases) > 0);
+    ASSERT_INT(capid_geo_init(NULL, NULL), CAPID_OK);
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, cases) run_case(tc, path);
+    cJSON_Delete(cases);
+    free(json);
+}
+
+TEST(map_shared_vectors)
+{
+    run_file(capid_test_shared("vectors/mapping.json"));
+}
+
+TEST(map_own_cases)
+{
+    run_file("tests/data/mapping-cases.json");
+}
