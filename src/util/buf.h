@@ -29,7 +29,8 @@ int capid_buf_append(struct capid_buf *b, const void *p, size_t n);
 int capid_buf_puts(struct capid_buf *b, const char *s);
 int capid_buf_putc(struct capid_buf *b, char c);
 int capid_buf_printf(struct capid_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int capid_buf_vprintf(struct capid_buf *b, const char *fmt, va_list ap);
+int capid_buf_vprintf(struct capid_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* JSON writers: a quoted, escaped string; an integer; a number (shortest
  * round-trip form, integers without a fraction). */
 int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n);

@@ -27,7 +27,7 @@ struct capid_perr {
     size_t line;   /* 1-based, 0 = unknown */
     size_t column; /* 1-based, 0 = unknown */
     size_t offset; /* byte offset, (size_t)-1 = unknown */
-    char buf[160];
+    char buf[512];
 };
 
 void capid_perr_set(struct capid_perr *e, size_t offset, const char *fmt, ...)
