@@ -534,7 +534,7 @@ struct cd_state {
 static struct cd_entry *cd_find(struct cd_state *c, const char *key)
 {
     for (size_t i = 0; i < c->n; i++)
-        if (!strcmp(c->e[i].key, key))
+        if (c->e[i].key[0] == key[0] && !strcmp(c->e[i].key, key))
             return &c->e[i];
     return NULL;
 }
@@ -598,7 +598,7 @@ static void cd_set_json(struct cd_state *c, const char *key, const cJSON *v)
 static bool is_reserved(const char *k)
 {
     for (size_t i = 0; i < sizeof(reserved_keys) / sizeof(reserved_keys[0]); i++)
-        if (!strcmp(k, reserved_keys[i]))
+        if (k[0] == reserved_keys[i][0] && !strcmp(k, reserved_keys[i]))
             return true;
     return false;
 }

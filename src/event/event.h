@@ -35,6 +35,7 @@ struct capid_event {
     int64_t event_time;   /* seconds; the receive time when the event has none */
     bool has_time;        /* context.event_timestamp was present */
     char auto_id[65];     /* deterministic id, computed on first use ("" until then) */
+    struct capid_arena *arena; /* cJSON nodes of a parsed event (event.c) */
 };
 
 /* Pre-scans and parses len bytes. On success fills ev (release with
