@@ -97,6 +97,13 @@ int capid_buf_printf(struct capid_buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Bytes that must be escaped in a JSON string: controls, '"' and '\\'. */
+static const unsigned char must_escape[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+};
+
 int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -106,12 +113,17 @@ int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
         return rc;
     char *o = b->data + b->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            continue;
-        }
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && !must_escape[(unsigned char)s[run]])
+            run++;
+        memcpy(o, s + i, run - i); /* copy safe runs whole */
+        o += run - i;
+        if (run == n)
+            break;
+        unsigned char c = (unsigned char)s[run];
+        i = run + 1;
         *o++ = '\\';
         switch (c) {
         case '"': *o++ = '"'; break;
