@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "capi/map.h"
 #include "config/config.h"
@@ -112,7 +113,8 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
-static void map_stream(struct map_run *r, FILE *in)
+/* Returns 0, or -1 after a read error (reported by the caller). */
+static int map_stream(struct map_run *r, FILE *in)
 {
     char *line = NULL;
     size_t cap = 0, lineno = 0;
@@ -131,6 +133,7 @@ static void map_stream(struct map_run *r, FILE *in)
         map_line(r, lineno, line, len);
     }
     free(line);
+    return ferror(in) ? -1 : 0;
 }
 
 static int usage(void)
@@ -191,12 +194,15 @@ int capid_cmd_map(int argc, char **argv)
     files = calloc((size_t)(nfiles > 0 ? nfiles : 1), sizeof(*files));
     for (int i = 0; i < nfiles; i++) {
         const char *path = argv[optind + i];
+        struct stat st;
         files[i] = strcmp(path, "-") ? fopen(path, "r") : stdin;
-        if (!files[i]) {
-            fprintf(stderr, "capid map: cannot read '%s': %s\n", path, strerror(errno));
-            rc = 2;
-            goto out;
-        }
+        if (files[i] && fstat(fileno(files[i]), &st) == 0 && S_ISDIR(st.st_mode))
+            errno = EISDIR;
+        else if (files[i])
+            continue;
+        fprintf(stderr, "capid map: cannot read '%s': %s\n", path, strerror(errno));
+        rc = 2;
+        goto out;
     }
     if (capid_mapper_init(&r.m) != CAPID_OK) {
         rc = 1;
@@ -206,12 +212,13 @@ int capid_cmd_map(int argc, char **argv)
     capid_buf_init(&r.line, 0);
     static char obuf[1 << 20];
     setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
-    if (nfiles == 0) {
-        map_stream(&r, stdin);
-    } else {
-        for (int i = 0; i < nfiles; i++) {
-            r.file = nfiles > 1 ? argv[optind + i] : NULL;
-            map_stream(&r, files[i]);
+    for (int i = 0; i < (nfiles ? nfiles : 1); i++) {
+        r.file = nfiles > 1 ? argv[optind + i] : NULL;
+        if (map_stream(&r, nfiles ? files[i] : stdin) < 0) {
+            fprintf(stderr, "capid map: read error on '%s': %s\n", nfiles ? argv[optind + i] : "-",
+                    strerror(errno));
+            rc = 2;
+            break;
         }
     }
     fflush(stdout);
