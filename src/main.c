@@ -11,6 +11,10 @@ static const struct {
     const char *help;
 } commands[] = {
     {"map", capid_cmd_map, "map NDJSON events to CAPI events (no delivery)"},
+    {"serve", capid_cmd_serve, "run the gateway: deliver queued events to the Graph API"},
+    {"enqueue", capid_cmd_enqueue, "map NDJSON events and commit them to the queue"},
+    {"status", capid_cmd_status, "per destination: queued, leased, delivered, dead, paused"},
+    {"dlq", capid_cmd_dlq, "list, show, replay or purge dead letters"},
 };
 
 static int usage(FILE *to)
