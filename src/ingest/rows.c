@@ -11,8 +11,9 @@
 /* The header is compiled into a flat program of ops per event part (root
  * fields; one item in the unindexed layout). Running it over a row writes the
  * JSON straight into the event buffer; objects and lists that turn out empty
- * are rolled back. Measured (tools/bench-csv): this is about 3x faster than
- * building a cJSON tree per row and printing it. */
+ * are rolled back. Measured with tools/bench-csv (1M rows, CPU time): about
+ * 1.3M rows/s, against 0.27M rows/s for a cJSON tree per event printed
+ * unformatted, so 4-5x faster. */
 
 enum op_kind { OP_OPEN, OP_CLOSE, OP_STR, OP_LIST, OP_CONST };
 
