@@ -321,8 +321,12 @@ int main(int argc, char **argv)
         long rss_kb = 0;
         for (int i = 0; i < runs; i++) {
             int pipefd[2];
-            if (pipe(pipefd) != 0)
+            if (pipe(pipefd) != 0) {
+                perror("bench-csv: pipe");
+                unlink(csv);
+                unlink(nd);
                 return 1;
+            }
             fflush(stdout);
             pid_t pid = fork();
             if (pid == 0) {
@@ -341,6 +345,8 @@ int main(int argc, char **argv)
             double in[4] = {0, 0, 0, 0};
             if (read(pipefd[0], in, sizeof(in)) != sizeof(in)) {
                 fprintf(stderr, "bench-csv: mode %s failed\n", names[m]);
+                unlink(csv);
+                unlink(nd);
                 return 1;
             }
             close(pipefd[0]);
