@@ -141,6 +141,9 @@ static void free_list(char **l, size_t n)
     free(l);
 }
 
+/* Parses the command line, applies --control calls, listens, writes the port
+ * file, then waits for SIGTERM or SIGINT and stops cleanly (exit 0). Usage
+ * errors exit 2, start-up failures 1. */
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -174,8 +177,12 @@ int main(int argc, char **argv)
     s.cli_future_tol = SIM_FUTURE_TOL;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'l': listen_spec = optarg; break;
-        case 'p': port_file = optarg; break;
+        case 'l':
+            listen_spec = optarg;
+            break;
+        case 'p':
+            port_file = optarg;
+            break;
         case 't':
             if (!*optarg || push(&s.tokens, &s.ntokens, optarg))
                 return die_usage("empty --token");
@@ -226,16 +233,26 @@ int main(int argc, char **argv)
                 return die_usage("cannot parse --store-bytes '%s'", optarg);
             so.max_bytes = (size_t)v;
             break;
-        case 'n': so.max_events = so.max_bytes = 0; break;
+        case 'n':
+            so.max_events = so.max_bytes = 0;
+            break;
         case 'L':
             if (parse_ll(optarg, 0, 100000000, &v))
                 return die_usage("cannot parse --log-max '%s'", optarg);
             so.log_max = (size_t)v;
             break;
-        case 'q': capid_log_set_level(CAPID_LOG_WARN); break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': printf("capid-graph-sim %s\n", CAPID_VERSION); return 0;
-        default: fputs(usage, stderr); return 2;
+        case 'q':
+            capid_log_set_level(CAPID_LOG_WARN);
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case 'V':
+            printf("capid-graph-sim %s\n", CAPID_VERSION);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (optind < argc)
