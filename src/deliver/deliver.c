@@ -477,6 +477,7 @@ static void set_pause(struct capid_deliver *d, struct dest *dst, const struct ca
 {
     int64_t now = capid_mono_ms();
     dst->probe_due_ms = now + (int64_t)dst->c.dc.probe_interval_s * 1000;
+    release_unsent(d, dst); /* events stay queued, untouched, while paused */
     if (dst->paused)
         return;
     dst->paused = true;
@@ -487,7 +488,6 @@ static void set_pause(struct capid_deliver *d, struct dest *dst, const struct ca
     capid_warn("destination '%s' paused (events stay queued; probing every %ds, reload the "
                "config with a valid token to resume): %s",
                dst->c.name, dst->c.dc.probe_interval_s, dst->why);
-    release_unsent(d, dst);
     d->next_state_ms = 0; /* write the state file now */
 }
 
@@ -653,6 +653,8 @@ static void on_done(struct capid_deliver *d, struct capid_graph_req *r)
         break;
     }
     capid_metrics_set(dst->m, CAPID_G_CONCURRENCY, (int64_t)dst->conc);
+    if (!dst->active) /* removed by a reload: its split halves are not sent */
+        release_unsent(d, dst);
     batch_free(b);
     capid_graph_req_free(d->g, r);
 }
@@ -672,12 +674,16 @@ static int64_t schedule(struct capid_deliver *d, struct dest *dst, int64_t now)
             return INT64_MAX; /* the probe's answer will wake us */
         if (now < dst->probe_due_ms)
             return dst->probe_due_ms;
-        /* One probe per probe_interval_s: a normal batch, so a good answer
-         * delivers it and resumes the destination. */
-        struct batch *b = batch_new(dst);
-        if (lease_into(d, dst, b, max) <= 0) {
-            batch_free(b);
-            return now + d->idle_poll_ms;
+        /* One probe per probe_interval_s: a normal batch (a split half
+         * first, if a probe was rejected), so a good answer delivers it and
+         * resumes the destination. */
+        struct batch *b = ready_pop(dst);
+        if (!b) {
+            b = batch_new(dst);
+            if (lease_into(d, dst, b, max) <= 0) {
+                batch_free(b);
+                return now + d->idle_poll_ms;
+            }
         }
         b->probe = true;
         dst->probe_due_ms = now + (int64_t)dc->probe_interval_s * 1000;
