@@ -386,3 +386,101 @@ def test_kill9_during_delivery_10_times_everything_delivered():
         assert set(seen) == ids
         assert all(len(v) == 1 for v in seen.values())
         assert gw.stop() == 0
+
+
+# ---- retry window, anomalies ----
+
+def test_retry_window_exceeded_only_after_attempts_and_window():
+    now = int(time.time())
+    with Sim() as sim:
+        sim.failure(1.0, kinds=[500])
+        # window 0: dead after max_attempts
+        gw = Gateway(sim, delivery={"max_attempts": 3, "retry_window_s": 0})
+        gw.enqueue(corpus(10, now, os.path.join(gw.dir, "in.ndjson")), now)
+        gw.serve()
+        gw.wait_status(lambda s: s["dead"] == 10, 20, "10 dead after 3 attempts")
+        dead = gw.dlq()
+        assert {d["reason"] for d in dead} == {"retry_window_exceeded"}, dead
+        assert {d["attempts"] for d in dead} == {3}, dead
+        assert gw.stop() == 0
+        # attempts reached but not the window: nothing dead, still retrying
+        gw2 = Gateway(sim, delivery={"max_attempts": 2, "retry_window_s": 3600})
+        gw2.enqueue(corpus(10, now, os.path.join(gw2.dir, "in.ndjson")), now)
+        before = sim.stats(log=False)["requests"]
+        gw2.serve()
+        sim.wait_stats(lambda s: s["requests"] >= before + 4, 20, "4 more attempts")
+        s = gw2.status()
+        assert s["dead"] == 0 and s["delivered"] == 0, s
+        assert gw2.stop() == 0
+
+
+def test_wrong_events_received_is_retried_and_counted_as_anomaly():
+    now = int(time.time())
+    with Sim() as sim:
+        sim.script(["wrong_count"])
+        gw = Gateway(sim)
+        gw.enqueue(corpus(50, now, os.path.join(gw.dir, "in.ndjson")), now)
+        gw.serve()
+        gw.wait_status(lambda s: s["delivered"] == 50, 20, "50 delivered")
+        st = sim.stats()
+        assert st["requests"] == 2 and st["unique_events"] == 50, st
+        assert st["duplicates"] == 50  # the same batch again, same event_ids
+
+        def anomalies():
+            with open(gw.db + ".state.json") as f:
+                m = json.load(f)["metrics"]["shop"]
+            return m if m["anomalies_total"] == 1 and m["outcomes"]["delivered"] == 1 else None
+        m = lib.wait_for(anomalies, 5, "anomaly counted, then delivered")
+        assert m["outcomes"]["retry"] == 1 and m["outcomes"]["delivered"] == 1, m
+        assert gw.stop() == 0
+
+
+# ---- the commands around the queue ----
+
+def test_enqueue_summary_status_and_dlq_commands():
+    now = int(time.time())
+    with Sim() as sim:
+        gw = Gateway(sim, dest={"consent_category": "4"})
+        src = corpus(100, now, os.path.join(gw.dir, "in.ndjson"))
+        events = gw.map(src, now)
+        lines = open(src).read().splitlines()
+        no_consent = json.loads(lines[0])
+        no_consent["user"]["consent_categories"] = ["1"]
+        no_consent["context"]["event_id"] = "no-consent-1"
+        with open(src, "a") as f:
+            f.write("{not json\n" + json.dumps(no_consent) + "\n\n")
+        s1 = gw.enqueue(src, now)
+        assert s1["lines"] == 102 and s1["enqueued"] == 100, s1
+        assert s1["skipped"] == {"invalid_json": 1, "no_consent": 1}, s1
+        assert s1["destinations"] == {"shop": 100}, s1
+        s2 = gw.enqueue(src, now)  # the same events again: refused as duplicates
+        assert s2["enqueued"] == 0 and s2["skipped"]["duplicate"] == 100, s2
+        st = gw.status()
+        assert st["queued"] == 100 and st["paused"] is False and st["configured"], st
+        text = gw.run("status", "--config", gw.config).stdout
+        assert "shop" in text and "100" in text, text
+        # two events rejected by Meta, then replayed and purged
+        bad = [events[3]["event_id"], events[40]["event_id"]]
+        for b in bad:
+            sim.poison("event_id", b, subcode=2804001)
+        gw.serve()
+        gw.wait_status(lambda s: s["delivered"] == 98 and s["dead"] == 2, 30, "98 + 2 dead")
+        dead = gw.dlq()
+        assert sorted(d["event_id"] for d in dead) == sorted(bad), dead
+        assert all(d["code"] == 100 and d["subcode"] == 2804001 for d in dead), dead
+        assert gw.run("dlq", "replay", "--config", gw.config, check=False).returncode == 2
+        listed = gw.run("dlq", "list", "--config", gw.config, "--reason", "graph_rejected").stdout
+        assert bad[0] in listed and bad[1] in listed, listed
+        sim.clear_poison()
+        keep = dead[0]
+        out = gw.run("dlq", "replay", "--config", gw.config, "--id", str(keep["id"])).stdout
+        assert json.loads(out) == {"replayed": 1}
+        gw.wait_status(lambda s: s["delivered"] == 99 and s["dead"] == 1, 20, "replay delivered")
+        assert sim.events(event_id=keep["event_id"])
+        out = gw.run("dlq", "purge", "--config", gw.config, "--reason", "graph_rejected").stdout
+        assert json.loads(out) == {"purged": 1}
+        assert gw.dlq() == []
+        assert gw.run("dlq", "show", "--config", gw.config, "999999", check=False).returncode == 1
+        assert gw.stop() == 0
+        st = gw.status()
+        assert st["dead"] == 0 and st["delivered"] == 99, st
