@@ -172,9 +172,10 @@ def test_batch_shape_rules():
 
 def test_json_parsing_is_strict():
     with Sim() as sim:
-        good = json.dumps({"data": [event(0)], "access_token": sim.token})
+        ev = event(0)
+        good = json.dumps({"data": [ev], "access_token": sim.token})
         assert sim.send(None, raw_body=good, headers={"Content-Type": "application/json"})[0] == 200
-        t = str(event(0)["event_time"])
+        t = str(ev["event_time"])  # from the same event: the clock may tick in between
         broken = [
             good + " x",                                           # text after the value
             good[:-1],                                             # unterminated object
@@ -199,6 +200,7 @@ def test_json_parsing_is_strict():
             "[]",                                                  # not an object
         ]
         for i, body in enumerate(broken):
+            assert body != good, i
             st, _, doc = sim.send(None, raw_body=body, headers={"Content-Type": "application/json"})
             err = doc.get("error", {}) if isinstance(doc, dict) else {}
             assert (st, err.get("code"), err.get("error_subcode")) == (400, 100, 2804019), \
