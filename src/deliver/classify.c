@@ -115,8 +115,7 @@ void capid_deliver_classify(const struct capid_graph_result *r, size_t nevents,
     if (!has_error || !v->message[0])
         snprintf(v->message, sizeof(v->message), "HTTP %ld%s", st,
                  has_error ? "" : " without a Graph error");
-    if (st == 429 || code_throttles(v->code))
-        v->retry_after_ms = r->retry_after_ms;
+    v->retry_after_ms = r->retry_after_ms;
     if (code_pauses(v->code))
         v->outcome = CAPID_OUT_PAUSE;
     else if (st == 429 || code_throttles(v->code))

@@ -45,7 +45,7 @@ struct capid_verdict {
     long events_received;   /* 2xx: as parsed, -1 when absent */
     int code, subcode;      /* Graph error code/subcode, 0 when none */
     int is_transient;       /* -1 absent, else 0/1 */
-    int64_t retry_after_ms; /* throttled: the server's wait, -1 when not given */
+    int64_t retry_after_ms; /* non-2xx: the server's Retry-After, -1 when not given */
     char fbtrace_id[64];
     char message[256];     /* Graph's message or a transport description */
     char error_json[1024]; /* Graph's "error" object as compact JSON, "" when none */

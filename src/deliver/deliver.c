@@ -614,14 +614,18 @@ static void on_done(struct capid_deliver *d, struct capid_graph_req *r)
         dst->throttle_streak = 0;
         clear_pause(d, dst);
         break;
-    case CAPID_OUT_RETRY:
+    case CAPID_OUT_RETRY: {
         if (v.anomaly)
             capid_metrics_add(dst->m, CAPID_C_ANOMALIES, 1);
-        capid_info("destination '%s': %zu events to retry: %s", dst->c.name, b->n, v.message);
-        retry_batch(d, b, &v,
-                    capid_backoff_ms(max_attempts_of(b), dst->c.dc.backoff_initial_ms,
-                                     dst->c.dc.backoff_max_ms, rnd(d)));
+        int64_t wait = capid_backoff_ms(max_attempts_of(b), dst->c.dc.backoff_initial_ms,
+                                        dst->c.dc.backoff_max_ms, rnd(d));
+        if (v.retry_after_ms > wait) /* a 503 may say when to come back */
+            wait = v.retry_after_ms;
+        capid_info("destination '%s': %zu events to retry in %lld ms: %s", dst->c.name, b->n,
+                   (long long)wait, v.message);
+        retry_batch(d, b, &v, wait);
         break;
+    }
     case CAPID_OUT_THROTTLED: {
         /* multiplicative decrease, once per round of requests started after
          * the previous decrease */

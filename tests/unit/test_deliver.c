@@ -143,6 +143,18 @@ TEST(deliver_classify_keeps_meta_error_for_dead_letters)
     ASSERT_TRUE(strstr(v.error_json, "\"error_user_title\":\"t\"") != NULL);
 }
 
+TEST(deliver_classify_503_keeps_retry_after)
+{
+    struct capid_graph_result r = {CAPID_TR_OK, 503, NULL, 0, 30000};
+    struct capid_verdict v;
+    capid_deliver_classify(&r, 2, &v);
+    ASSERT_INT(v.outcome, CAPID_OUT_RETRY);
+    ASSERT_INT(v.retry_after_ms, 30000);
+    r = (struct capid_graph_result){CAPID_TR_TIMEOUT, 0, NULL, 0, -1};
+    capid_deliver_classify(&r, 2, &v);
+    ASSERT_INT(v.retry_after_ms, -1);
+}
+
 TEST(deliver_retry_after_parse)
 {
     ASSERT_INT(capid_retry_after_parse("3", 0), 3000);
