@@ -84,7 +84,11 @@ void capid_deliver_classify(const struct capid_graph_result *r, size_t nevents,
     v->retry_after_ms = -1;
     if (r->transport != CAPID_TR_OK) {
         v->outcome = CAPID_OUT_RETRY;
-        copy_str(v->message, sizeof(v->message), transport_text(r->transport));
+        if (r->detail && *r->detail)
+            snprintf(v->message, sizeof(v->message), "%s: %s", transport_text(r->transport),
+                     r->detail);
+        else
+            copy_str(v->message, sizeof(v->message), transport_text(r->transport));
         return;
     }
     cJSON *root = r->body && r->body_len ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;

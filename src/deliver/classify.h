@@ -35,6 +35,7 @@ struct capid_graph_result {
     const char *body; /* response body (need not be NUL-terminated), may be NULL */
     size_t body_len;
     int64_t retry_after_ms; /* parsed Retry-After header, -1 when absent */
+    const char *detail;     /* transport error text (libcurl's), may be NULL */
 };
 
 /* The decision and what the response said, for logs, metrics and dead

@@ -170,6 +170,8 @@ int capid_graph_send(struct capid_graph *g, struct capid_graph_req *r, const cha
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    r->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     if (curl_multi_add_handle(g->multi, e) != CURLM_OK)
         abort(); /* only on misuse or out of memory */
     r->started_ms = capid_mono_ms();
@@ -217,8 +219,9 @@ static void collect(struct capid_graph *g)
         r->result.body = r->resp.data;
         r->result.body_len = r->resp.len;
         r->result.retry_after_ms = r->retry_after_ms;
-        if (rc != CURLE_OK)
-            capid_debug("graph request failed: %s", curl_easy_strerror(rc));
+        r->result.detail = NULL;
+        if (rc != CURLE_OK) /* libcurl's text names the host, never the body */
+            r->result.detail = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
         r->next = NULL;
         if (g->done_tail)
             g->done_tail->next = r;

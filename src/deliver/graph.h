@@ -32,7 +32,8 @@ struct capid_graph_req {
     void *easy;
     struct capid_graph_req *next;
     int64_t retry_after_ms;
-    int active; /* added to the multi handle */
+    int active;       /* added to the multi handle */
+    char errbuf[256]; /* libcurl's error text (CURLOPT_ERRORBUFFER) */
 };
 
 /* Creates the client (libcurl's global init happens once per process).

@@ -484,3 +484,83 @@ def test_enqueue_summary_status_and_dlq_commands():
         assert gw.stop() == 0
         st = gw.status()
         assert st["dead"] == 0 and st["delivered"] == 99, st
+
+
+# ---- transport security ----
+
+class _Recorder:
+    """A tiny HTTP(S) server in this process: records the requests it gets
+    and answers each with `answer` (status, headers)."""
+
+    def __init__(self, answer, tls_dir=None):
+        import http.server
+        import ssl
+        import threading
+        rec = self
+        self.requests = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                rec.requests.append((self.path, self.rfile.read(n)))
+                status, headers = answer
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        if tls_dir:
+            key, crt = os.path.join(tls_dir, "key.pem"), os.path.join(tls_dir, "crt.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                            key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(crt, key)
+            self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_tls_peer_verified_and_redirects_not_followed():
+    now = int(time.time())
+    with Sim() as sim:
+        # a self-signed server: the handshake fails, nothing is sent, the
+        # events wait (retry), nothing is dead-lettered
+        tls = _Recorder((200, {}), tls_dir=lib.tmpdir())
+        redirect = _Recorder((307, {"Location": sim.events_url()}))
+        try:
+            gw = Gateway(sim, dest={"graph_url": f"https://127.0.0.1:{tls.port}"})
+            gw.enqueue(corpus(5, now, os.path.join(gw.dir, "in.ndjson")), now)
+            gw.serve()
+            lib.wait_for(lambda: "cannot connect: SSL certificate problem" in gw.serve_proc.log(),
+                         10, "a TLS verification failure")
+            assert tls.requests == []
+            s = gw.status()
+            assert s["delivered"] == 0 and s["dead"] == 0, s
+            assert gw.stop() == 0
+            # a 307 to the simulator: not followed, retried later
+            gw2 = Gateway(sim, dest={"graph_url": f"http://127.0.0.1:{redirect.port}"})
+            gw2.enqueue(corpus(5, now, os.path.join(gw2.dir, "in.ndjson")), now)
+            gw2.serve()
+            lib.wait_for(lambda: len(redirect.requests) >= 2, 10, "two attempts")
+            path, body = redirect.requests[0]
+            assert path == f"/v21.0/{DEFAULT_PIXEL}/events" and "access_token" not in path
+            assert json.loads(body)["access_token"] == DEFAULT_TOKEN
+            assert sim.stats()["requests"] == 0
+            s = gw2.status()
+            assert s["delivered"] == 0 and s["dead"] == 0, s
+            assert gw2.stop() == 0
+        finally:
+            tls.close()
+            redirect.close()

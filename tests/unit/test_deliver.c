@@ -103,8 +103,9 @@ TEST(deliver_classify_spec7_table)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct case_ *c = &cases[i];
-        struct capid_graph_result r = {c->transport, c->status, c->body,
-                                       c->body ? strlen(c->body) : 0, c->retry_after_ms};
+        struct capid_graph_result r = {c->transport,      c->status,
+                                       c->body,           c->body ? strlen(c->body) : 0,
+                                       c->retry_after_ms, NULL};
         struct capid_verdict v;
         capid_deliver_classify(&r, c->nevents, &v);
         if (v.outcome != c->want)
@@ -132,7 +133,7 @@ TEST(deliver_classify_keeps_meta_error_for_dead_letters)
     const char *body = "{\"error\":{\"message\":\"Invalid parameter\",\"type\":\"OAuthException\","
                        "\"code\":100,\"error_subcode\":2804003,\"is_transient\":false,"
                        "\"error_user_title\":\"t\",\"fbtrace_id\":\"AXYZ\"}}";
-    struct capid_graph_result r = {CAPID_TR_OK, 400, body, strlen(body), -1};
+    struct capid_graph_result r = {CAPID_TR_OK, 400, body, strlen(body), -1, NULL};
     struct capid_verdict v;
     capid_deliver_classify(&r, 1, &v);
     ASSERT_INT(v.outcome, CAPID_OUT_REJECT);
@@ -145,14 +146,16 @@ TEST(deliver_classify_keeps_meta_error_for_dead_letters)
 
 TEST(deliver_classify_503_keeps_retry_after)
 {
-    struct capid_graph_result r = {CAPID_TR_OK, 503, NULL, 0, 30000};
+    struct capid_graph_result r = {CAPID_TR_OK, 503, NULL, 0, 30000, NULL};
     struct capid_verdict v;
     capid_deliver_classify(&r, 2, &v);
     ASSERT_INT(v.outcome, CAPID_OUT_RETRY);
     ASSERT_INT(v.retry_after_ms, 30000);
-    r = (struct capid_graph_result){CAPID_TR_TIMEOUT, 0, NULL, 0, -1};
+    r = (struct capid_graph_result){CAPID_TR_CONNECT, 0, NULL, 0, -1, "SSL certificate problem"};
     capid_deliver_classify(&r, 2, &v);
+    ASSERT_INT(v.outcome, CAPID_OUT_RETRY);
     ASSERT_INT(v.retry_after_ms, -1);
+    ASSERT_STR(v.message, "cannot connect: SSL certificate problem");
 }
 
 TEST(deliver_retry_after_parse)
