@@ -5,9 +5,11 @@ against a deadline; faults come from the simulator, crashes from kill -9.
 
 Settings are small (backoff 50-400 ms, probe interval 1 s, linger 20 ms) so
 that the whole file runs in a couple of minutes."""
+import atexit
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +18,16 @@ import lib
 from simlib import DEFAULT_PIXEL, DEFAULT_TOKEN, Sim
 
 GEN = os.path.join(lib.BUILD, "gen-corpus")
+_DIRS = []
+
+
+@atexit.register
+def _cleanup():
+    """The queues of these tests reach 100 MB: removed at exit unless
+    CAPID_KEEP_TMP=1 (to look at them after a failure)."""
+    if os.environ.get("CAPID_KEEP_TMP") != "1":
+        for d in _DIRS:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def corpus(n, now, path):
@@ -32,6 +44,7 @@ class Gateway:
     def __init__(self, sim, token=DEFAULT_TOKEN, delivery=None, dest=None, sync="full"):
         self.sim = sim
         self.dir = lib.tmpdir("capid-dlv-")
+        _DIRS.append(self.dir)
         self.token_file = os.path.join(self.dir, "token")
         self.set_token(token)
         self.db = os.path.join(self.dir, "queue.db")
