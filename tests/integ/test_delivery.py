@@ -577,3 +577,24 @@ def test_tls_peer_verified_and_redirects_not_followed():
         finally:
             tls.close()
             redirect.close()
+
+
+def test_events_enqueued_while_serving_are_batched_and_delivered():
+    now = int(time.time())
+    with Sim() as sim:
+        gw = Gateway(sim, delivery={"linger_ms": 300, "max_batch": 1000})
+        gw.serve()  # empty queue: it polls
+        src = corpus(6000, now, os.path.join(gw.dir, "in.ndjson"))
+        lines = open(src).read().splitlines()
+        for i in range(3):
+            part = os.path.join(gw.dir, f"part{i}.ndjson")
+            with open(part, "w") as f:
+                f.write("\n".join(lines[i * 2000:(i + 1) * 2000]) + "\n")
+            assert gw.enqueue(part, now)["enqueued"] == 2000
+        gw.wait_status(lambda s: s["delivered"] == 6000, 60, "6000 delivered")
+        st = sim.stats()
+        assert st["unique_events"] == 6000 and st["duplicates"] == 0, st
+        sizes = [r["events"] for r in st["request_log"]]
+        # linger: events committed 500 at a time travel in larger batches
+        assert max(sizes) <= 1000 and len(sizes) <= 24, sizes
+        assert gw.stop() == 0
