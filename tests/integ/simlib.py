@@ -12,6 +12,7 @@ counters, stop it. docs/SIMULATOR.md is the reference for the control API.
 import http.client as httpclient
 import json
 import os
+import shutil
 import signal
 import time
 import urllib.parse
@@ -79,12 +80,15 @@ class Sim:
 
     def __exit__(self, etype, *exc):
         """Stops the simulator; when the block succeeded, also checks that it
-        exited 0 (a sanitizer report or a crash would not)."""
+        exited 0 (a sanitizer report or a crash would not) and removes its
+        temporary directory (kept, with sim.log, when something failed)."""
         if self.proc is None:
             return
         rc = self.stop() if self.alive() else self.proc.p.returncode
         if etype is None and rc != 0:
             raise AssertionError(f"simulator exited {rc}:\n{self.log()[-3000:]}")
+        if etype is None:
+            shutil.rmtree(self.dir, ignore_errors=True)  # kept when something failed
 
     # ---- the Graph endpoint ----
 

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -13,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 
-from lib import SHARED, wait_for
+from lib import SHARED, Proc, wait_for
 from simlib import DEFAULT_PIXEL, OTHER_PIXEL, Sim
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0"
@@ -623,9 +624,10 @@ def test_control_flags_apply_at_start_and_after_reset():
         sim.reset()
         assert sim.send([event()])[0] == 503
     bad = Sim(args=["--control", "script={"], start=False)
-    from lib import Proc
-    p = Proc(bad.argv)
+    p = Proc(bad.argv, log=os.path.join(bad.dir, "sim.log"))
     assert p.p.wait(10) == 2 and "invalid --control" in p.log()
+    p.stop()
+    shutil.rmtree(bad.dir)
 
 
 def test_duplicates_counted_by_pixel_name_and_id():
@@ -711,6 +713,7 @@ def test_sigterm_and_sigint_exit_zero_even_with_hung_requests():
             t.join(10)
         assert not os.path.exists(sim.port_file)
         assert "stopping on" in sim.log()
+        shutil.rmtree(sim.dir)
 
 
 def _swallow(fn, *args, **kw):
@@ -725,7 +728,7 @@ def test_port_file_and_listen_flag():
         assert sim.port > 0
         wait_for(lambda: sim.control("health", method="GET")["ok"], 5, "health")
     bad = Sim(args=["--listen", "256.1.1.1:0"], start=False)
-    from lib import Proc
-    p = Proc(bad.argv)
-    assert p.p.wait(10) != 0
+    p = Proc(bad.argv, log=os.path.join(bad.dir, "sim.log"))
+    assert p.p.wait(10) == 2 and "cannot parse listen address" in p.log(), p.log()
     p.stop()
+    shutil.rmtree(bad.dir)
