@@ -6,25 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event/event_int.h"
+#include "event/json.h"
 #include "util/sha256.h"
 #include "util/utf8.h"
 
-
 /* cJSON allocator. Measured on the bench corpus: malloc/free and cJSON_Delete
- * were ~20% of `capid map`. Events are parsed into a per-event arena block
- * taken from a small per-thread free list; hooks serve allocations from the
- * arena that is current on this thread and fall back to malloc when it is
- * full. Releasing an event that never overflowed skips cJSON_Delete. Trees
- * built outside capid_event_parse use plain malloc/free through the same
- * hooks (no arena is current then). */
-#define ARENA_BLOCK (64 * 1024)
-
-struct capid_arena {
-    struct capid_arena *next;
-    size_t used;
-    bool overflowed;
-    _Alignas(16) char mem[ARENA_BLOCK];
-};
+ * were ~20% of `capid map`. Events are parsed (json.c) into a per-event arena
+ * block (event_int.h) taken from a small per-thread free list. The hooks make
+ * cJSON_Delete's frees of pointers inside the arena that is current on this
+ * thread no-ops, and serve cJSON allocations from it (malloc when it is full
+ * or none is current). Releasing an event that never overflowed skips
+ * cJSON_Delete. Trees built outside capid_event_parse use plain malloc/free
+ * through the same hooks (no arena is current then). */
+#define ARENA_BLOCK CAPID_ARENA_BLOCK
 
 static __thread struct capid_arena *tls_cur;
 static __thread struct capid_arena *tls_free;
@@ -478,34 +473,14 @@ enum capid_event_status capid_event_parse(struct capid_event *ev, const char *js
                                           const struct capid_limits *lim, int64_t now,
                                           struct capid_perr *err)
 {
+    cJSON *root;
     memset(ev, 0, sizeof(*ev));
-    enum capid_event_status st = capid_json_prescan(json, len, lim, err);
-    if (st != CAPID_EV_OK)
-        return st;
-    const char *end = NULL;
     pthread_once(&hooks_once, install_hooks);
     struct capid_arena *a = arena_get();
-    tls_cur = a;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    tls_cur = NULL;
-    if (!root) {
-        delete_tree(NULL, a);
-        size_t off = end && end >= json ? (size_t)(end - json) : 0;
-        size_t last = len;
-        while (last && is_json_space(json[last - 1]))
-            last--;
-        if (off + 1 >= last)
-            capid_perr_set(err, off, "truncated JSON: input ends at byte %zu", len);
-        else
-            capid_perr_set(err, off, "JSON syntax error at byte %zu", off);
-        return CAPID_EV_INVALID_JSON;
-    }
-    for (size_t i = (size_t)(end - json); i < len; i++) {
-        if (!is_json_space(json[i])) {
-            delete_tree(root, a);
-            capid_perr_set(err, i, "unexpected data after the JSON value at byte %zu", i);
-            return CAPID_EV_INVALID_JSON;
-        }
+    enum capid_event_status st = capid_json_parse(json, len, lim, a, &root, err);
+    if (st != CAPID_EV_OK) {
+        arena_put(a); /* the parser freed what did not fit in the arena */
+        return st;
     }
     ev->arena = a;
     return adopt(ev, root, now, err);

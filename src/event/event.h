@@ -1,7 +1,7 @@
 /* A Commanders Act event (serverside v2, SPEC 2): parsed, validated, with
- * typed accessors. Parsing is cJSON behind a single-pass pre-scan that
- * enforces the size cap, UTF-8 validity, the nesting limit and the absence
- * of NUL before any tree is built. */
+ * typed accessors. Parsing is one pass (json.c) that enforces the size cap,
+ * strict JSON syntax, UTF-8 validity, the nesting limit and the absence of
+ * NUL while it builds the cJSON tree. */
 #ifndef CAPID_EVENT_EVENT_H
 #define CAPID_EVENT_EVENT_H
 
@@ -38,10 +38,11 @@ struct capid_event {
     struct capid_arena *arena; /* cJSON nodes of a parsed event (event.c) */
 };
 
-/* Pre-scans and parses len bytes. On success fills ev (release with
- * capid_event_release) and returns CAPID_EV_OK; otherwise returns the status
- * and writes a one-line, human-readable detail with the byte offset into err.
- * `now` (epoch seconds) stands in for an absent timestamp. Thread-safe. */
+/* Parses len bytes (capid_json_parse, event/json.h). On success fills ev
+ * (release with capid_event_release) and returns CAPID_EV_OK; otherwise
+ * returns the status and writes a one-line, human-readable detail with the
+ * byte offset into err. `now` (epoch seconds) stands in for an absent
+ * timestamp. Thread-safe. */
 enum capid_event_status capid_event_parse(struct capid_event *ev, const char *json, size_t len,
                                           const struct capid_limits *lim, int64_t now,
                                           struct capid_perr *err);
@@ -50,7 +51,8 @@ enum capid_event_status capid_event_adopt(struct capid_event *ev, cJSON *root, i
                                           struct capid_perr *err);
 void capid_event_release(struct capid_event *ev);
 
-/* Pre-scan only: size, UTF-8, depth, NUL (\u0000). Returns CAPID_EV_OK or a status. */
+/* Pre-scan only, for callers that parse with cJSON themselves: size, UTF-8,
+ * depth, NUL (\u0000); no syntax check. Returns CAPID_EV_OK or a status. */
 enum capid_event_status capid_json_prescan(const char *json, size_t len,
                                            const struct capid_limits *lim, struct capid_perr *err);
 
