@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "capi/map.h"
@@ -62,6 +63,8 @@ struct run {
     FILE *in;
     size_t lineno;
     bool eof, abort;
+    const char *read_error; /* a file that failed mid-way (its name) */
+    int read_errno;
     uint64_t next_seq;
     /* chunks: free list and finished ones (both under lock) */
     struct chunk *free_list, *done;
@@ -98,6 +101,10 @@ static bool read_chunk(struct run *r, struct chunk *c)
         }
         ssize_t n = getline(&r->line, &r->linecap, r->in);
         if (n < 0) {
+            if (ferror(r->in) && !r->read_error) {
+                r->read_error = r->files[r->fi];
+                r->read_errno = errno;
+            }
             if (r->in != stdin)
                 fclose(r->in);
             r->in = NULL;
@@ -418,12 +425,18 @@ int capid_cmd_enqueue(int argc, char **argv)
     }
     r.files = optind < argc ? argv + optind : stdin_list;
     r.nfiles = optind < argc ? argc - optind : 1;
-    for (int i = 0; i < r.nfiles; i++)
-        if (strcmp(r.files[i], "-") && access(r.files[i], R_OK) != 0) {
-            fprintf(stderr, "capid enqueue: cannot read '%s': %s\n", r.files[i], strerror(errno));
-            rc = 2;
-            goto out;
-        }
+    for (int i = 0; i < r.nfiles; i++) {
+        struct stat st;
+        if (!strcmp(r.files[i], "-"))
+            continue;
+        if (access(r.files[i], R_OK) == 0 && stat(r.files[i], &st) == 0 && S_ISDIR(st.st_mode))
+            errno = EISDIR;
+        else if (access(r.files[i], R_OK) == 0)
+            continue;
+        fprintf(stderr, "capid enqueue: cannot read '%s': %s\n", r.files[i], strerror(errno));
+        rc = 2;
+        goto out;
+    }
     struct capid_perr err = {0};
     struct capid_queue_opts qo = {.path = cfg->queue.path,
                                   .sync_normal = cfg->queue.synchronous == CAPID_SYNC_NORMAL,
@@ -494,6 +507,14 @@ int capid_cmd_enqueue(int argc, char **argv)
     pthread_mutex_unlock(&r.lock);
     for (int i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
+    char rerr[512];
+    if (!error && r.read_error) {
+        /* what was read before is committed; the rest of that file is not */
+        snprintf(rerr, sizeof(rerr), "cannot read '%s': %s", r.read_error, strerror(r.read_errno));
+        fprintf(stderr, "capid enqueue: %s\n", rerr);
+        error = rerr;
+        rc = 1;
+    }
     print_summary(&r, &t, lines, capid_mono_ms() - t0, error);
     while (r.done) {
         struct chunk *k = r.done;
