@@ -232,10 +232,11 @@ def test_flaky_api_30_percent_faults_all_delivered():
                 assert failed_in_flight(by_req[e["request"]]), (eid, by_req[e["request"]])
             assert len({canon(e["payload"]) for e in occ}) == 1, eid
         # Retry-After: 1 respected: after a 429 no request starts within its
-        # second (150 ms of slack for requests already on the wire)
+        # second (300 ms of slack for requests already handed to libcurl when
+        # the answer came, on a busy machine)
         for r in log:
             if r["status"] == 429:
-                early = [x for x in log if r["t_ms"] + 150 <= x["t_ms"] < r["t_ms"] + 1000]
+                early = [x for x in log if r["t_ms"] + 300 <= x["t_ms"] < r["t_ms"] + 1000]
                 assert not early, (r, early[:3])
         assert any(r["status"] == 429 for r in log)
         # concurrency from what the simulator saw: a request is open from its
@@ -297,12 +298,13 @@ def test_token_revoked_pauses_probes_and_resumes_on_sighup():
         assert s["queued"] + s["leased"] == 2000, s
         log = request_log(sim)
         assert all(r["code"] == 190 for r in log), log
-        # after the first round (at most max_inflight requests), one probe
+        # after the first round (at most max_inflight requests, all before
+        # the first probe can be due: 1 s after the first answer), one probe
         # per probe interval
         first = log[0]["t_ms"]
-        burst = [r for r in log if r["t_ms"] < first + 300]
+        burst = [r for r in log if r["t_ms"] < first + 900]
         assert len(burst) <= gw.delivery["max_inflight"], burst
-        probes = [r["t_ms"] for r in log if r["t_ms"] >= first + 300]
+        probes = [r["t_ms"] for r in log if r["t_ms"] >= first + 900]
         assert 2 <= len(probes) <= 5, probes
         gaps = [b - a for a, b in zip(probes, probes[1:])]
         assert all(g >= 950 for g in gaps), gaps
