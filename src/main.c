@@ -15,6 +15,7 @@ static const struct {
     {"enqueue", capid_cmd_enqueue, "map NDJSON events and commit them to the queue"},
     {"status", capid_cmd_status, "per destination: queued, leased, delivered, dead, paused"},
     {"dlq", capid_cmd_dlq, "list, show, replay or purge dead letters"},
+    {"import", capid_cmd_import, "import CSV/NDJSON files of offline conversions into the queue"},
 };
 
 static int usage(FILE *to)

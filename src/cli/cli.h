@@ -8,6 +8,7 @@ int capid_cmd_serve(int argc, char **argv);
 int capid_cmd_enqueue(int argc, char **argv);
 int capid_cmd_status(int argc, char **argv);
 int capid_cmd_dlq(int argc, char **argv);
+int capid_cmd_import(int argc, char **argv);
 
 /* Shared by commands: loads the config and the fact tables, printing a
  * message that names the file and the problem; NULL on failure. */
