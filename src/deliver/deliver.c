@@ -612,7 +612,6 @@ static void on_done(struct capid_deliver *d, struct capid_graph_req *r)
         if (dst->conc > max)
             dst->conc = max;
         dst->throttle_streak = 0;
-        clear_pause(d, dst);
         break;
     case CAPID_OUT_RETRY: {
         if (v.anomaly)
@@ -656,6 +655,10 @@ static void on_done(struct capid_deliver *d, struct capid_graph_req *r)
     default:
         break;
     }
+    /* Delivered, throttled or rejected: Meta took the token, so a paused
+     * destination resumes (a 5xx or a timeout proves nothing: probe again). */
+    if (v.outcome != CAPID_OUT_PAUSE && v.outcome != CAPID_OUT_RETRY)
+        clear_pause(d, dst);
     capid_metrics_set(dst->m, CAPID_G_CONCURRENCY, (int64_t)dst->conc);
     if (!dst->active) /* removed by a reload: its split halves are not sent */
         release_unsent(d, dst);
