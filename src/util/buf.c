@@ -42,7 +42,7 @@ int capid_buf_grow(struct capid_buf *b, size_t need)
     return CAPID_OK;
 }
 
-int capid_buf_append(struct capid_buf *b, const void *p, size_t n)
+int capid_buf_append_slow(struct capid_buf *b, const void *p, size_t n)
 {
     int rc = capid_buf_grow(b, n);
     if (rc)
@@ -52,21 +52,6 @@ int capid_buf_append(struct capid_buf *b, const void *p, size_t n)
     b->len += n;
     b->data[b->len] = '\0';
     return CAPID_OK;
-}
-
-int capid_buf_puts(struct capid_buf *b, const char *s)
-{
-    return capid_buf_append(b, s, strlen(s));
-}
-
-int capid_buf_putc(struct capid_buf *b, char c)
-{
-    if (b->len + 2 <= b->cap && (!b->max || b->len + 1 <= b->max)) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-        return CAPID_OK;
-    }
-    return capid_buf_append(b, &c, 1);
 }
 
 int capid_buf_vprintf(struct capid_buf *b, const char *fmt, va_list ap)
@@ -126,13 +111,27 @@ int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
         i = run + 1;
         *o++ = '\\';
         switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
         default:
             *o++ = 'u';
             *o++ = '0';

