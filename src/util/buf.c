@@ -89,26 +89,124 @@ static const unsigned char must_escape[256] = {
     ['\\'] = 1,
 };
 
+/* Bytes are classified 16 (SSE2) or 8 (SWAR) at a time where the byte order
+ * allows finding the first one to escape with a count of trailing zeros.
+ * Measured: the byte-at-a-time scan was ~10% of `capid map`. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+#define SWAR  1
+#define ONES  UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* High bit of each byte of w that must_escape flags. Borrows only run
+ * upward from a flagged byte, so the lowest flagged byte is exact. */
+static inline uint64_t escape8(uint64_t w)
+{
+    uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+    return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((w - ONES * 0x20) & ~w)) & HIGHS;
+}
+#else
+#define SWAR 0
+#endif
+
+#if SWAR && defined(__SSE2__)
+#include <emmintrin.h>
+#define WIDE 16
+
+/* Bit i set when byte i of the 16 at p must be escaped. */
+static inline unsigned escape16(const unsigned char *p, char *copy_to)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    _mm_storeu_si128((__m128i *)(void *)copy_to, v);
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v); /* v <= 0x1f */
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+#elif SWAR
+#define WIDE 8
+#endif
+
 int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     /* Worst case every byte becomes \u00XX. */
-    int rc = capid_buf_grow(b, n * 6 + 2);
-    if (rc)
-        return rc;
+    size_t need = n * 6 + 2;
+    if (!capid_buf_room(b, need)) {
+        int rc = capid_buf_grow(b, need);
+        if (rc)
+            return rc;
+    }
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
     char *o = b->data + b->len;
+    unsigned char c;
     *o++ = '"';
-    size_t i = 0;
-    while (i < n) {
-        size_t run = i;
-        while (run < n && !must_escape[(unsigned char)s[run]])
-            run++;
-        memcpy(o, s + i, run - i); /* copy safe runs whole */
-        o += run - i;
-        if (run == n)
+    for (;;) {
+#if SWAR
+        /* Blocks are copied before they are looked at. While r input bytes
+         * remain, o is at most 1 + 6 * (n - r) bytes into the reserved room
+         * of n * 6 + 2 and the NUL: a block of k bytes fits if k <= 6 * r + 2. */
+        while ((size_t)(end - p) >= WIDE) {
+#if WIDE == 16
+            unsigned m = escape16(p, o);
+            if (m) {
+                size_t k = (size_t)__builtin_ctz(m);
+#else
+            uint64_t w, m;
+            memcpy(&w, p, 8);
+            memcpy(o, &w, 8);
+            if ((m = escape8(w))) {
+                size_t k = (size_t)__builtin_ctzll(m) >> 3;
+#endif
+                p += k;
+                o += k;
+                goto special;
+            }
+            p += WIDE;
+            o += WIDE;
+        }
+        if (p == end)
             break;
-        unsigned char c = (unsigned char)s[run];
-        i = run + 1;
+        if (n >= 8) {
+            /* The last r < WIDE bytes: a word at p, then the last 8 bytes of
+             * s shifted down to the r not yet done (the zeros shifted in are
+             * masked off; borrows only run upward). */
+            size_t r = (size_t)(end - p), k;
+            uint64_t w, m;
+            if (r > 8) {
+                memcpy(&w, p, 8);
+                memcpy(o, &w, 8);
+                if ((m = escape8(w))) {
+                    k = (size_t)__builtin_ctzll(m) >> 3;
+                    p += k;
+                    o += k;
+                    goto special;
+                }
+                p += 8;
+                o += 8;
+                r -= 8;
+            }
+            memcpy(&w, end - 8, 8);
+            w >>= 8 * (8 - r);
+            memcpy(o, &w, 8);
+            m = escape8(w) & (HIGHS >> 8 * (8 - r));
+            if (!m) {
+                o += r;
+                break;
+            }
+            k = (size_t)__builtin_ctzll(m) >> 3;
+            p += k;
+            o += k;
+            goto special;
+        }
+#endif
+        while (p < end && !must_escape[*p])
+            *o++ = (char)*p++;
+        if (p == end)
+            break;
+#if SWAR
+    special:
+#endif
+        c = *p++;
         *o++ = '\\';
         switch (c) {
         case '"':
