@@ -2,10 +2,14 @@
  *
  *   bench-queue [-n EVENTS] [-d DIR] [-p PAYLOAD_BYTES]
  *
- * Prints one line per figure: enqueue events/s at group sizes 100 and 1000
- * with synchronous FULL and NORMAL, lease + delivered events/s (batches of
- * 1000), housekeeping rows/s, and peak RSS. Targets: >= 100,000 events/s
- * enqueued with FULL in groups, >= 50,000 events/s leased + delivered. */
+ * Prints one line per figure: the floor (a bare one-table SQLite insert of
+ * the same payloads, to read the rest against on a shared machine); enqueue
+ * events/s at group sizes 100 and 1000 with synchronous FULL and NORMAL, for
+ * time-ordered and random (UUID) event ids; lease + delivered events/s
+ * (batches of 1000); housekeeping rows/s; peak RSS. CPU time per event is
+ * printed too: it varies less than wall time when other jobs run. Targets
+ * (issue 4): >= 100,000 events/s enqueued with FULL in groups, >= 50,000
+ * events/s leased + delivered. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +17,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "queue/queue.h"
 #include "util/clock.h"
@@ -145,6 +151,51 @@ static double bench_enqueue(struct capid_queue *q, size_t group, long base)
     return (double)n_events / s;
 }
 
+/* The floor on this machine right now: the same payloads into a bare
+ * one-table SQLite file (WAL, FULL, no index, no dedup), to read the other
+ * figures against when the machine is shared. */
+static double bench_floor(size_t group)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/floor.db", dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                     " CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT, p TEXT)",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO t (k, p) VALUES (?1, ?2)", -1, &st, NULL) != SQLITE_OK)
+        die("floor", CAPID_EIO);
+    char id[40], *payload = malloc(payload_bytes + 64);
+    int64_t now = capid_now_s(), t0 = capid_mono_ms();
+    for (long done = 0; done < n_events;) {
+        sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        for (size_t k = 0; k < group && done < n_events; k++, done++) {
+            event_id(id, done);
+            make_payload(payload, payload_bytes + 64, done, now);
+            sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, payload, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                die("floor insert", CAPID_EIO);
+            sqlite3_reset(st);
+        }
+        if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            die("floor commit", CAPID_EIO);
+    }
+    double s = (double)(capid_mono_ms() - t0) / 1000.0;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(payload);
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[4300];
+        snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
+        unlink(p);
+    }
+    return (double)n_events / s;
+}
+
 int main(int argc, char **argv)
 {
     int opt;
@@ -178,6 +229,9 @@ int main(int argc, char **argv)
     printf("bench-queue events=%ld payload_bytes=%zu dir=%s\n", n_events, payload_bytes, dir);
 
     const size_t groups[] = {100, 1000};
+    for (int g = 0; g < 2; g++)
+        printf("sqlite-floor sync=full group=%zu events_per_s=%.0f\n", groups[g],
+               bench_floor(groups[g]));
     for (int u = 0; u < 2; u++) {
         uuid_ids = u;
         for (int normal = 0; normal < 2; normal++) {

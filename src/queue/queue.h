@@ -23,9 +23,10 @@
  * Threads and processes: a handle is one connection (plus a checkpoint
  * thread with its own connection); use it from one thread at a time (it may
  * move between threads, never across fork()). Any number of handles, in one
- * process or several (an importer and the server), may share one file. Leases belong to the
- * delivering process: exactly one process delivers from a file, and it calls capid_queue_recover()
- * once at startup, before its first lease. Nothing else may call recover. */
+ * process or several (an importer and the server), may share one file.
+ * Leases belong to the delivering process: exactly one process delivers from
+ * a file, and it calls capid_queue_recover() once at startup, before its
+ * first lease. Nothing else may call recover. */
 #ifndef CAPID_QUEUE_QUEUE_H
 #define CAPID_QUEUE_QUEUE_H
 
@@ -218,8 +219,8 @@ struct capid_queue_dead_filter {
 int capid_queue_dead_list(struct capid_queue *q, const struct capid_queue_dead_filter *f,
                           int64_t after_id, size_t limit, struct capid_queue_batch *out);
 /* Puts matching dead rows back to queued, ready at now, attempts 0, reason
- * and error cleared (the dedup window does not apply: same row). Returns the
- * count. */
+ * and error cleared (the dedup window does not apply: same row), in
+ * transactions of CAPID_QUEUE_HOUSEKEEP_BATCH rows. Returns the count. */
 int capid_queue_dead_replay(struct capid_queue *q, const struct capid_queue_dead_filter *f,
                             int64_t now);
 /* Deletes matching dead rows (their dedup keys stay for the window), in
@@ -227,9 +228,9 @@ int capid_queue_dead_replay(struct capid_queue *q, const struct capid_queue_dead
 int capid_queue_dead_purge(struct capid_queue *q, const struct capid_queue_dead_filter *f);
 
 /* Housekeeping: deletes delivered rows older than keep_delivered_s and dedup
- * keys older than dedup_window_s, CAPID_QUEUE_HOUSEKEEP_BATCH rows per
- * transaction so writers never wait long, at most CAPID_QUEUE_HOUSEKEEP_MAX
- * rows per call. Returns the rows removed; a return of
+ * keys past the window (the previous key table, once a whole window old),
+ * CAPID_QUEUE_HOUSEKEEP_BATCH rows per transaction so writers never wait
+ * long, at most CAPID_QUEUE_HOUSEKEEP_MAX rows per call. Returns the rows removed; a return of
  * CAPID_QUEUE_HOUSEKEEP_MAX means more are due: call again. Call it every few
  * seconds from one process (any; it is idempotent). */
 int capid_queue_housekeep(struct capid_queue *q, int64_t now);
