@@ -319,8 +319,8 @@ static bool parse_iso8601(const char *s, size_t len, int64_t *sec)
 {
     int y, mo, d, h = 0, mi = 0, se = 0;
     size_t i = 10;
-    if (!digits_at(s, len, 0, 4, &y) || len < 10 || s[4] != '-' ||
-        !digits_at(s, len, 5, 2, &mo) || s[7] != '-' || !digits_at(s, len, 8, 2, &d))
+    if (!digits_at(s, len, 0, 4, &y) || len < 10 || s[4] != '-' || !digits_at(s, len, 5, 2, &mo) ||
+        s[7] != '-' || !digits_at(s, len, 8, 2, &d))
         return false;
     if (mo < 1 || mo > 12 || d < 1 || d > 31)
         return false;
@@ -418,15 +418,18 @@ static const cJSON *obj_or_null(const cJSON *v)
     return cJSON_IsObject(v) ? v : NULL;
 }
 
-static enum capid_event_status adopt(struct capid_event *ev, cJSON *root, int64_t now,
-                                    struct capid_perr *err)
+/* parsed: root comes from capid_json_parse_event, which found dup (the first
+ * duplicate key or NULL); otherwise the tree is searched here. */
+static enum capid_event_status adopt(struct capid_event *ev, cJSON *root, int64_t now, bool parsed,
+                                     const cJSON *dup, struct capid_perr *err)
 {
     ev->root = root;
     if (!cJSON_IsObject(root)) {
         capid_perr_set(err, 0, "event is not a JSON object");
         goto invalid;
     }
-    const cJSON *dup = find_duplicate_key(root);
+    if (!parsed)
+        dup = find_duplicate_key(root);
     if (dup) {
         capid_perr_set(err, 0, "duplicate key '%.60s'", dup->string);
         goto invalid;
@@ -474,23 +477,24 @@ enum capid_event_status capid_event_parse(struct capid_event *ev, const char *js
                                           struct capid_perr *err)
 {
     cJSON *root;
+    const cJSON *dup;
     memset(ev, 0, sizeof(*ev));
     pthread_once(&hooks_once, install_hooks);
     struct capid_arena *a = arena_get();
-    enum capid_event_status st = capid_json_parse(json, len, lim, a, &root, err);
+    enum capid_event_status st = capid_json_parse_event(json, len, lim, a, &root, err, &dup);
     if (st != CAPID_EV_OK) {
         arena_put(a); /* the parser freed what did not fit in the arena */
         return st;
     }
     ev->arena = a;
-    return adopt(ev, root, now, err);
+    return adopt(ev, root, now, true, dup, err);
 }
 
 enum capid_event_status capid_event_adopt(struct capid_event *ev, cJSON *root, int64_t now,
                                           struct capid_perr *err)
 {
     memset(ev, 0, sizeof(*ev));
-    return adopt(ev, root, now, err);
+    return adopt(ev, root, now, false, NULL, err);
 }
 
 void capid_event_release(struct capid_event *ev)
@@ -546,13 +550,20 @@ static int write_value(struct capid_buf *b, const cJSON *v, bool sorted)
 {
     int rc = 0;
     switch (v->type & 0xff) {
-    case cJSON_False: return capid_buf_append(b, "false", 5);
-    case cJSON_True: return capid_buf_append(b, "true", 4);
-    case cJSON_NULL: return capid_buf_append(b, "null", 4);
-    case cJSON_Number: return capid_buf_json_num(b, v->valuedouble);
-    case cJSON_String: return capid_buf_json_str(b, v->valuestring, strlen(v->valuestring));
-    case cJSON_Raw: return capid_buf_puts(b, v->valuestring);
-    case cJSON_Object: return write_object(b, v, sorted);
+    case cJSON_False:
+        return capid_buf_append(b, "false", 5);
+    case cJSON_True:
+        return capid_buf_append(b, "true", 4);
+    case cJSON_NULL:
+        return capid_buf_append(b, "null", 4);
+    case cJSON_Number:
+        return capid_buf_json_num(b, v->valuedouble);
+    case cJSON_String:
+        return capid_buf_json_str(b, v->valuestring, strlen(v->valuestring));
+    case cJSON_Raw:
+        return capid_buf_puts(b, v->valuestring);
+    case cJSON_Object:
+        return write_object(b, v, sorted);
     case cJSON_Array:
         rc = capid_buf_putc(b, '[');
         for (const cJSON *c = v->child; c && !rc; c = c->next) {

@@ -6,6 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
+#include "event/event.h"
+
 #define CAPID_ARENA_BLOCK (64 * 1024)
 
 /* One block, bump-allocated from mem[0]. event.c recycles blocks through a
@@ -19,5 +23,13 @@ struct capid_arena {
     bool overflowed;
     _Alignas(16) char mem[CAPID_ARENA_BLOCK];
 };
+
+/* capid_json_parse (json.h) that also finds, on success, the first member in
+ * document order whose key repeats that of an earlier member of the same
+ * object (*dup; NULL if none): what event.c refuses as a duplicate key. */
+enum capid_event_status capid_json_parse_event(const char *json, size_t len,
+                                               const struct capid_limits *lim,
+                                               struct capid_arena *arena, cJSON **rootp,
+                                               struct capid_perr *err, const cJSON **dup);
 
 #endif
