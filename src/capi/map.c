@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,11 +54,179 @@ static const struct {
     {CAPID_UK_EXTERNAL_ID, "id", "id_sha256"},
 };
 
-/* SPEC 4.4 step 1: top-level keys never copied into custom_data. */
-static const char *const reserved_keys[] = {
+/* ---- member lookup ---------------------------------------------------- */
+
+/* The members an event is read by, each object's looked up in one pass over
+ * it (fetch): a capid_jget scan per name was ~15% of `capid map`. */
+enum {
+    /* SPEC 4.4 step 1: top-level keys never copied into custom_data. */
+    R_EVENT_NAME,
+    R_TYPE,
+    R_USER,
+    R_CONTEXT,
+    R_INTEGRATIONS,
+    R_PARTNERS,
+    R_ITEMS,
+    R_SOURCE_KEY,
+    R_EVENT_ID,
+    R_TEST_CODE,
+    R_FBP,
+    R_FBC,
+    R_URL,
+    R_REFERRER,
+    R__RESERVED,
+    R_VALUE = R__RESERVED,
+    R_CURRENCY,
+    R_ID,
+    R_STATUS,
+    R_SEARCH_TERM,
+    R_NAME,
+    R_CATEGORY,
+    R__COUNT
+};
+static const char *const root_names[R__COUNT] = {
     "event_name", "type",     "user",      "context", "integrations", "partners", "items",
     "source_key", "event_id", "test_code", "fbp",     "fbc",          "url",      "referrer",
+    "value",      "currency", "id",        "status",  "search_term",  "name",     "category",
 };
+
+/* user: user_keys[i].prop at 2 * i, .sha_prop at 2 * i + 1, then these. */
+enum { U_COUNTRY = 2 * 9, U_CONSENT = 22, U__COUNT };
+static const char *user_names[U__COUNT] = {[U_CONSENT] = "consent_categories"};
+
+enum {
+    D_IP,
+    D_USER_AGENT,
+    D_COOKIE,
+    D_ADVERTISING_ID,
+    D_AD_TRACKING_ENABLED,
+    D_APPLICATION_TRACKING_ENABLED,
+    D_TYPE,
+    D__COUNT
+};
+static const char *const device_names[D__COUNT] = {
+    "ip",
+    "user_agent",
+    "cookie",
+    "advertising_id",
+    "ad_tracking_enabled",
+    "application_tracking_enabled",
+    "type",
+};
+
+enum { P_URL, P_LOCATION, P_REFERRER, P__COUNT };
+static const char *const page_names[P__COUNT] = {"url", "location", "referrer"};
+
+enum { C_EVENT_ID, C_COOKIE, C__COUNT };
+static const char *const context_names[C__COUNT] = {"event_id", "cookie"};
+
+enum { I_PRODUCT, I_ID, I_QUANTITY, I_ITEM_QUANTITY, I_PRICE, I__COUNT };
+static const char *const item_names[I__COUNT] = {"product", "id", "quantity", "item_quantity",
+                                                 "price"};
+
+enum { PR_ID, PR_QUANTITY, PR_PRICE, PR_NAME, PR_CATEGORY_1, PR__COUNT = PR_CATEGORY_1 + 5 };
+static const char *const product_names[PR__COUNT] = {
+    "id",         "quantity",   "price",      "name",       "category_1",
+    "category_2", "category_3", "category_4", "category_5",
+};
+
+/* The members of an event that mapping reads, fetched once per event. */
+struct members {
+    const cJSON *root[R__COUNT], *user[U__COUNT], *device[D__COUNT], *page[P__COUNT],
+        *context[C__COUNT];
+};
+
+/* Names looked up together; by_first[b & 31] has bit i set when names[i]
+ * starts with a byte of the same low 5 bits as b (the only candidates). */
+struct keyset {
+    const char *const *names;
+    unsigned n; /* at most 32 */
+    uint32_t by_first[32];
+};
+
+static struct keyset root_ks = {root_names, R__COUNT, {0}}, user_ks = {user_names, U__COUNT, {0}},
+                     device_ks = {device_names, D__COUNT, {0}},
+                     page_ks = {page_names, P__COUNT, {0}},
+                     context_ks = {context_names, C__COUNT, {0}},
+                     item_ks = {item_names, I__COUNT, {0}},
+                     product_ks = {product_names, PR__COUNT, {0}};
+
+static inline bool str_eq(const char *a, const char *b)
+{
+    while (*a == *b) {
+        if (!*a)
+            return true;
+        a++, b++;
+    }
+    return false;
+}
+
+/* The index of key in ks, or -1. */
+static inline int ks_index(const struct keyset *ks, const char *key)
+{
+    for (uint32_t m = ks->by_first[(unsigned char)key[0] & 31]; m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        if (str_eq(key, ks->names[i]))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* out[i] = capid_jget(obj, ks->names[i]) for every i, in one pass. */
+static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
+{
+    memset(out, 0, ks->n * sizeof(*out));
+    if (!cJSON_IsObject(obj))
+        return;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        int i = c->string ? ks_index(ks, c->string) : -1;
+        if (i >= 0 && !out[i])
+            out[i] = c;
+    }
+}
+
+/* user_data keys as written ("em": quoted, with the colon) and how the
+ * match-key gate counts them (ud_count). */
+enum ud_kind { UD_OTHER, UD_STRONG, UD_UA };
+static char ukey_json[CAPID_UK__COUNT][32];
+static size_t ukey_json_len[CAPID_UK__COUNT];
+static enum ud_kind ukey_kind[CAPID_UK__COUNT];
+
+static enum ud_kind ud_kind_of(const char *key);
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void ks_init(struct keyset *ks)
+{
+    for (unsigned i = 0; i < ks->n; i++)
+        ks->by_first[(unsigned char)ks->names[i][0] & 31] |= UINT32_C(1) << i;
+}
+
+static void tables_init(void)
+{
+    for (size_t i = 0; i < sizeof(user_keys) / sizeof(user_keys[0]); i++) {
+        user_names[2 * i] = user_keys[i].prop;
+        user_names[2 * i + 1] = user_keys[i].sha_prop;
+    }
+    if (2 * sizeof(user_keys) / sizeof(user_keys[0]) != U_CONSENT ||
+        strcmp(user_names[U_COUNTRY], "country"))
+        abort(); /* the enum above is out of step with user_keys */
+    struct keyset *all[] = {&root_ks,    &user_ks, &device_ks, &page_ks,
+                            &context_ks, &item_ks, &product_ks};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        ks_init(all[i]);
+    for (int k = 0; k < CAPID_UK__COUNT; k++) {
+        const char *name = capid_ukey_name((enum capid_ukey)k);
+        struct capid_buf b;
+        capid_buf_init(&b, 0);
+        if (capid_buf_json_str(&b, name, strlen(name)) || capid_buf_putc(&b, ':') ||
+            b.len >= sizeof(ukey_json[k]))
+            abort(); /* a short constant */
+        memcpy(ukey_json[k], b.data, b.len + 1);
+        ukey_json_len[k] = b.len;
+        ukey_kind[k] = ud_kind_of(name);
+        capid_buf_release(&b);
+    }
+}
 
 static const char *const action_sources[] = {
     "email",
@@ -81,6 +250,7 @@ bool capid_action_source_valid(const char *s)
 
 int capid_mapper_init(struct capid_mapper *m)
 {
+    pthread_once(&tables_once, tables_init);
     memset(m, 0, sizeof(*m));
     capid_buf_init(&m->norm, 0);
     capid_buf_init(&m->scratch, 0);
@@ -260,6 +430,7 @@ struct ud_state {
     int strong, other;
     bool has_ua;
     char values[MAX_VALUES][65];
+    size_t vlens[MAX_VALUES];
     size_t nvalues;
 };
 
@@ -271,27 +442,49 @@ static void ud_key(struct ud_state *u, const char *key)
     capid_buf_putc(u->b, ':');
 }
 
+/* ud_key of a key given as written: quoted, with the colon. */
+static void ud_key_json(struct ud_state *u, const char *json, size_t n)
+{
+    if (u->b->len)
+        capid_buf_putc(u->b, ',');
+    capid_buf_append(u->b, json, n);
+}
+
 static bool is_strong(const char *key)
 {
     return !strcmp(key, "em") || !strcmp(key, "ph") || !strcmp(key, "external_id") ||
            !strcmp(key, "fbp") || !strcmp(key, "fbc");
 }
 
-static void ud_count(struct ud_state *u, const char *key)
+static enum ud_kind ud_kind_of(const char *key)
 {
-    if (!strcmp(key, "client_user_agent"))
+    return !strcmp(key, "client_user_agent") ? UD_UA : is_strong(key) ? UD_STRONG : UD_OTHER;
+}
+
+static void ud_tally(struct ud_state *u, enum ud_kind kind)
+{
+    if (kind == UD_UA)
         u->has_ua = true;
-    if (is_strong(key))
+    if (kind == UD_STRONG)
         u->strong++;
     else
         u->other++;
 }
 
-static void ud_scalar(struct ud_state *u, const char *key, const char *s, size_t n)
+static void ud_count(struct ud_state *u, const char *key)
 {
-    ud_key(u, key);
+    ud_tally(u, ud_kind_of(key));
+}
+
+/* A key (a string literal without escapes), its value and its kind. */
+#define UD_SCALAR(u, key, kind, s, n) ud_scalar(u, "\"" key "\":", sizeof(key) + 2, kind, s, n)
+
+static void ud_scalar(struct ud_state *u, const char *key_json, size_t key_len, enum ud_kind kind,
+                      const char *s, size_t n)
+{
+    ud_key_json(u, key_json, key_len);
     capid_buf_json_str(u->b, s, n);
-    ud_count(u, key);
+    ud_tally(u, kind);
 }
 
 /* Adds one value (normalised + hashed, or raw) to the current key's list. */
@@ -337,10 +530,11 @@ static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size
         v = hex, vlen = 64;
     }
     for (size_t i = 0; i < u->nvalues; i++)
-        if (strlen(u->values[i]) == vlen && memcmp(u->values[i], v, vlen) == 0)
+        if (u->vlens[i] == vlen && memcmp(u->values[i], v, vlen) == 0)
             return;
     memcpy(u->values[u->nvalues], v, vlen);
-    u->values[u->nvalues++][vlen] = '\0';
+    u->values[u->nvalues][vlen] = '\0';
+    u->vlens[u->nvalues++] = vlen;
 }
 
 static void add_values(struct ud_state *u, enum capid_ukey k, const cJSON *src,
@@ -362,19 +556,19 @@ static void add_values(struct ud_state *u, enum capid_ukey k, const cJSON *src,
     }
 }
 
-static void flush_values(struct ud_state *u, const char *key)
+static void flush_values(struct ud_state *u, enum capid_ukey k)
 {
     if (!u->nvalues)
         return;
-    ud_key(u, key);
+    ud_key_json(u, ukey_json[k], ukey_json_len[k]);
     capid_buf_putc(u->b, '[');
     for (size_t i = 0; i < u->nvalues; i++) {
         if (i)
             capid_buf_putc(u->b, ',');
-        capid_buf_json_str(u->b, u->values[i], strlen(u->values[i]));
+        capid_buf_json_str(u->b, u->values[i], u->vlens[i]);
     }
     capid_buf_putc(u->b, ']');
-    ud_count(u, key);
+    ud_tally(u, ukey_kind[k]);
 }
 
 /* The event's country, normalised (for the zp rule of SPEC 5). */
@@ -408,31 +602,31 @@ static bool is_known_ud_key(const char *k)
 }
 
 static void build_user_data(struct ud_state *u, const struct capid_dest *d, struct capid_event *ev,
-                            int64_t event_time, const char *source_url, int max_year)
+                            const struct members *mb, int64_t event_time, const char *source_url,
+                            int max_year)
 {
     struct capid_mapper *m = u->m;
     const cJSON *ov = capid_jget(ev->fb_int, "user_data");
     if (!cJSON_IsObject(ov))
         ov = NULL;
     char cbuf[8];
-    const cJSON *csrc = present(capid_jget(ov, "country")) ? capid_jget(ov, "country")
-                                                           : capid_jget(ev->user, "country");
+    const cJSON *csrc =
+        present(capid_jget(ov, "country")) ? capid_jget(ov, "country") : mb->user[U_COUNTRY];
     struct capid_norm_ctx ctx = {event_country(m, csrc, max_year, cbuf), max_year};
 
     for (size_t i = 0; i < sizeof(user_keys) / sizeof(user_keys[0]); i++) {
         enum capid_ukey k = user_keys[i].key;
-        const char *name = capid_ukey_name(k);
         bool raw = k == CAPID_UK_EXTERNAL_ID && d->external_id == CAPID_EXTID_RAW;
-        const cJSON *o = capid_jget(ov, name);
+        const cJSON *o = ov ? capid_jget(ov, capid_ukey_name(k)) : NULL;
         u->nvalues = 0;
         if (present(o)) {
             add_values(u, k, o, &ctx, raw, false);
         } else {
-            add_values(u, k, capid_jget(ev->user, user_keys[i].prop), &ctx, raw, false);
+            add_values(u, k, mb->user[2 * i], &ctx, raw, false);
             if (!u->nvalues && !raw)
-                add_values(u, k, capid_jget(ev->user, user_keys[i].sha_prop), &ctx, false, true);
+                add_values(u, k, mb->user[2 * i + 1], &ctx, false, true);
         }
-        flush_values(u, name);
+        flush_values(u, k);
     }
 
     char num[32];
@@ -441,29 +635,29 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
     const cJSON *v;
 
     /* client_ip_address: trimmed, a valid IPv4/IPv6 literal or dropped. */
-    v = first_of(capid_jget(ov, "client_ip_address"), capid_jget(ev->device, "ip"), NULL);
+    v = first_of(capid_jget(ov, "client_ip_address"), mb->device[D_IP], NULL);
     if (v && capid_jtext(v, &s, &n, num)) {
         trim_space(&s, &n);
         if (ip_valid(s, n))
-            ud_scalar(u, "client_ip_address", s, n);
+            UD_SCALAR(u, "client_ip_address", UD_OTHER, s, n);
         else
             m->stats.dropped_value[CAPID_DROPPED_IP]++;
     } else if (v) {
         m->stats.dropped_value[CAPID_DROPPED_IP]++;
     }
 
-    v = first_of(capid_jget(ov, "client_user_agent"), capid_jget(ev->device, "user_agent"), NULL);
+    v = first_of(capid_jget(ov, "client_user_agent"), mb->device[D_USER_AGENT], NULL);
     if (jstr(v) && v->valuestring[0])
-        ud_scalar(u, "client_user_agent", v->valuestring, strlen(v->valuestring));
+        UD_SCALAR(u, "client_user_agent", UD_UA, v->valuestring, strlen(v->valuestring));
 
-    const char *cookie = jstr(capid_jget(ev->device, "cookie"));
+    const char *cookie = jstr(mb->device[D_COOKIE]);
     if (!cookie)
-        cookie = jstr(capid_jget(ev->context, "cookie"));
+        cookie = jstr(mb->context[C_COOKIE]);
     static const char *const fbx[2] = {"fbp", "fbc"};
+    static const char *const fbx_json[2] = {"\"fbp\":", "\"fbc\":"};
     static const char *const fbx_cookie[2] = {"_fbp", "_fbc"};
     for (int i = 0; i < 2; i++) {
-        v = first_of(capid_jget(ov, fbx[i]), capid_jget(ev->fb_int, fbx[i]),
-                     capid_jget(ev->root, fbx[i]));
+        v = first_of(capid_jget(ov, fbx[i]), capid_jget(ev->fb_int, fbx[i]), mb->root[R_FBP + i]);
         bool have = false;
         if (v) {
             have = capid_jtext(v, &s, &n, num);
@@ -475,31 +669,31 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
             capid_buf_reset(t);
             capid_buf_printf(t, "fb.1.%lld.", (long long)event_time * 1000);
             capid_buf_append(t, s, n);
-            ud_scalar(u, "fbc", t->data, t->len);
+            UD_SCALAR(u, "fbc", UD_STRONG, t->data, t->len);
             continue;
         } else {
             continue;
         }
         if (have && fbx_valid(s, n))
-            ud_scalar(u, fbx[i], s, n);
+            ud_scalar(u, fbx_json[i], 6, UD_STRONG, s, n);
         else
             m->stats.dropped_value[CAPID_DROPPED_FBP + i]++;
     }
 
     v = first_of(capid_jget(ov, "fb_login_id"), capid_jget(ev->fb_partner, "fb_login_id"), NULL);
     if (v && (cJSON_IsString(v) || cJSON_IsNumber(v))) {
-        ud_key(u, "fb_login_id");
+        ud_key_json(u, "\"fb_login_id\":", 14);
         capid_json_write(u->b, v);
-        ud_count(u, "fb_login_id");
+        ud_tally(u, UD_OTHER);
     }
 
     if (d->app_tracking) {
         static const char *const app_ids[2] = {"anon_id", "madid"};
+        static const char *const app_ids_json[2] = {"\"anon_id\":", "\"madid\":"};
         for (int i = 0; i < 2; i++) {
-            v = first_of(capid_jget(ov, app_ids[i]), capid_jget(ev->device, "advertising_id"),
-                         NULL);
+            v = first_of(capid_jget(ov, app_ids[i]), mb->device[D_ADVERTISING_ID], NULL);
             if (capid_jtext(v, &s, &n, num) && n)
-                ud_scalar(u, app_ids[i], s, n);
+                ud_scalar(u, app_ids_json[i], strlen(app_ids_json[i]), UD_OTHER, s, n);
         }
     }
 
@@ -534,15 +728,16 @@ struct cd_state {
 static struct cd_entry *cd_find(struct cd_state *c, const char *key)
 {
     for (size_t i = 0; i < c->n; i++)
-        if (c->e[i].key[0] == key[0] && !strcmp(c->e[i].key, key))
+        if (c->e[i].key[0] == key[0] && str_eq(c->e[i].key, key))
             return &c->e[i];
     return NULL;
 }
 
-/* Starts (re)setting key: the caller then appends the value's JSON to c->b. */
-static struct cd_entry *cd_begin(struct cd_state *c, const char *key, enum cd_type type)
+/* Starts (re)setting key, or adding it when fresh (known not to be set):
+ * the caller then appends the value's JSON to c->b. */
+static struct cd_entry *cd_start(struct cd_state *c, const char *key, enum cd_type type, bool fresh)
 {
-    struct cd_entry *e = cd_find(c, key);
+    struct cd_entry *e = fresh ? NULL : cd_find(c, key);
     if (!e) {
         if (c->n == c->cap) {
             size_t cap = c->cap ? c->cap * 2 : 32;
@@ -559,6 +754,11 @@ static struct cd_entry *cd_begin(struct cd_state *c, const char *key, enum cd_ty
     e->type = type;
     e->deleted = false;
     return e;
+}
+
+static struct cd_entry *cd_begin(struct cd_state *c, const char *key, enum cd_type type)
+{
+    return cd_start(c, key, type, false);
 }
 
 static void cd_end(struct cd_state *c, struct cd_entry *e)
@@ -587,20 +787,27 @@ static void cd_set_num(struct cd_state *c, const char *key, double v)
     cd_end(c, e);
 }
 
-static void cd_set_json(struct cd_state *c, const char *key, const cJSON *v)
+static void cd_put_json(struct cd_state *c, const char *key, const cJSON *v, bool fresh)
 {
     enum cd_type t = cJSON_IsString(v) ? CD_STR : cJSON_IsNumber(v) ? CD_NUM : CD_OTHER;
-    struct cd_entry *e = cd_begin(c, key, t);
+    struct cd_entry *e = cd_start(c, key, t, fresh);
     capid_json_write(c->b, v);
     cd_end(c, e);
 }
 
+static void cd_set_json(struct cd_state *c, const char *key, const cJSON *v)
+{
+    cd_put_json(c, key, v, false);
+}
+
+static void cd_add_json(struct cd_state *c, const char *key, const cJSON *v)
+{
+    cd_put_json(c, key, v, true);
+}
+
 static bool is_reserved(const char *k)
 {
-    for (size_t i = 0; i < sizeof(reserved_keys) / sizeof(reserved_keys[0]); i++)
-        if (k[0] == reserved_keys[i][0] && !strcmp(k, reserved_keys[i]))
-            return true;
-    return false;
+    return (unsigned)ks_index(&root_ks, k) < R__RESERVED;
 }
 
 /* SPEC 4.4 PII guard: an e-mail address (x@y.z). */
@@ -641,84 +848,87 @@ static bool pii_guard(const char *s)
     return looks_like_email(s, n) || looks_like_e164(s, n);
 }
 
-static const cJSON *item_field(const cJSON *item, const cJSON *product, const char *pkey,
-                               const char *ikey, const char *ikey2)
+/* SPEC 4.4: a product field, else the item's (else its ikey2 field). */
+static const cJSON *item_field(const cJSON *pv, const cJSON *iv, const cJSON *iv2)
 {
-    const cJSON *v = capid_jget(product, pkey);
-    if (present(v))
-        return v;
-    v = capid_jget(item, ikey);
-    if (present(v) || !ikey2)
-        return v;
-    return capid_jget(item, ikey2);
+    if (present(pv))
+        return pv;
+    if (present(iv) || !iv2)
+        return iv;
+    return iv2;
 }
 
-static void build_contents(struct capid_mapper *m, const struct capid_event *ev, struct cd_state *c)
+/* contents and content_ids, in one pass over the items: contents is written
+ * in place to c->b, the ids to m->scratch. Also finds the first product
+ * name and category for content_name and content_category (*name, *cat:
+ * left as they are when already set). */
+static void build_contents(struct capid_mapper *m, const struct capid_event *ev, struct cd_state *c,
+                           const char **name, const char **cat)
 {
-    struct capid_buf *t = &m->scratch; /* contents, then content_ids, in one buffer */
-    size_t ids_start, count = 0;
+    struct capid_buf *ids = &m->scratch;
+    size_t start = c->b->len, count = 0;
+    const cJSON *iv[I__COUNT], *pv[PR__COUNT];
     char num[32];
     const char *s;
     size_t n;
     double q;
 
-    capid_buf_reset(t);
-    capid_buf_putc(t, '[');
+    capid_buf_reset(ids);
+    capid_buf_putc(ids, '[');
+    capid_buf_putc(c->b, '[');
     for (const cJSON *it = ev->items ? ev->items->child : NULL; it; it = it->next) {
-        const cJSON *p = capid_jget(it, "product");
-        if (!cJSON_IsObject(p))
-            p = NULL;
-        if (!capid_jtext(item_field(it, p, "id", "id", NULL), &s, &n, num) || !n)
+        fetch(&item_ks, it, iv);
+        fetch(&product_ks, iv[I_PRODUCT], pv); /* all NULL unless an object */
+        if (!*name && jstr(pv[PR_NAME]))
+            *name = pv[PR_NAME]->valuestring;
+        for (int i = 0; i < 5 && !*cat; i++)
+            *cat = jstr(pv[PR_CATEGORY_1 + i]);
+        if (!capid_jtext(item_field(pv[PR_ID], iv[I_ID], NULL), &s, &n, num) || !n)
             continue;
-        if (count++)
-            capid_buf_putc(t, ',');
-        capid_buf_puts(t, "{\"id\":");
-        capid_buf_json_str(t, s, n);
-        if (capid_jnum(item_field(it, p, "quantity", "quantity", "item_quantity"), &q)) {
-            capid_buf_puts(t, ",\"quantity\":");
-            capid_buf_json_num(t, q);
+        if (count++) {
+            capid_buf_putc(c->b, ',');
+            capid_buf_putc(ids, ',');
         }
-        if (capid_jnum(item_field(it, p, "price", "price", NULL), &q)) {
-            capid_buf_puts(t, ",\"item_price\":");
-            capid_buf_json_num(t, q);
+        capid_buf_append(c->b, "{\"id\":", 6);
+        capid_buf_json_str(c->b, s, n);
+        capid_buf_json_str(ids, s, n);
+        if (capid_jnum(item_field(pv[PR_QUANTITY], iv[I_QUANTITY], iv[I_ITEM_QUANTITY]), &q)) {
+            capid_buf_append(c->b, ",\"quantity\":", 12);
+            capid_buf_json_num(c->b, q);
         }
-        capid_buf_putc(t, '}');
+        if (capid_jnum(item_field(pv[PR_PRICE], iv[I_PRICE], NULL), &q)) {
+            capid_buf_append(c->b, ",\"item_price\":", 14);
+            capid_buf_json_num(c->b, q);
+        }
+        capid_buf_putc(c->b, '}');
     }
-    capid_buf_putc(t, ']');
-    if (!count)
+    if (!count) {
+        c->b->len = start;
+        if (c->b->data)
+            c->b->data[start] = '\0';
         return;
-    ids_start = t->len;
-    capid_buf_putc(t, '[');
-    count = 0;
-    for (const cJSON *it = ev->items->child; it; it = it->next) {
-        const cJSON *p = capid_jget(it, "product");
-        if (!cJSON_IsObject(p))
-            p = NULL;
-        if (!capid_jtext(item_field(it, p, "id", "id", NULL), &s, &n, num) || !n)
-            continue;
-        if (count++)
-            capid_buf_putc(t, ',');
-        capid_buf_json_str(t, s, n);
     }
-    capid_buf_putc(t, ']');
-
+    capid_buf_putc(c->b, ']');
+    capid_buf_putc(ids, ']');
     struct cd_entry *e = cd_begin(c, "contents", CD_OTHER);
-    capid_buf_append(c->b, t->data, ids_start);
+    e->voff = start;
     cd_end(c, e);
     e = cd_begin(c, "content_ids", CD_OTHER);
-    capid_buf_append(c->b, t->data + ids_start, t->len - ids_start);
+    capid_buf_append(c->b, ids->data, ids->len);
     cd_end(c, e);
 }
 
 static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d,
-                              const struct capid_event *ev, struct cd_state *c)
+                              const struct capid_event *ev, const struct members *mb,
+                              struct cd_state *c)
 {
     char num[32];
     const char *s;
     size_t n;
     double x;
 
-    /* Step 1: top-level scalars, except reserved keys and PII. */
+    /* Step 1: top-level scalars, except reserved keys and PII. The keys of
+     * an event are distinct (event.c), so each is a new entry. */
     for (const cJSON *v = ev->root->child; v; v = v->next) {
         if (is_reserved(v->string))
             continue;
@@ -727,21 +937,21 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
                 m->stats.pii_guarded++;
                 continue;
             }
-            cd_set_json(c, v->string, v);
+            cd_add_json(c, v->string, v);
         } else if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
-            cd_set_json(c, v->string, v);
+            cd_add_json(c, v->string, v);
         }
     }
 
     /* Step 2: standard mappings. */
-    const cJSON *v = capid_jget(ev->root, "value");
+    const cJSON *v = mb->root[R_VALUE];
     if (present(v)) {
         if (capid_jnum(v, &x))
             cd_set_num(c, "value", x);
         else
             cd_delete(c, "value");
     }
-    v = capid_jget(ev->root, "currency");
+    v = mb->root[R_CURRENCY];
     if (present(v)) {
         char cur[4];
         s = jstr(v);
@@ -758,29 +968,18 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
         else
             cd_delete(c, "currency");
     }
-    if (capid_jtext(capid_jget(ev->root, "id"), &s, &n, num) && n)
+    if (capid_jtext(mb->root[R_ID], &s, &n, num) && n)
         cd_set_str(c, "order_id", s, n);
-    if (capid_jtext(capid_jget(ev->root, "status"), &s, &n, num))
+    if (capid_jtext(mb->root[R_STATUS], &s, &n, num))
         cd_set_str(c, "status", s, n);
-    if (capid_jtext(capid_jget(ev->root, "search_term"), &s, &n, num))
+    if (capid_jtext(mb->root[R_SEARCH_TERM], &s, &n, num))
         cd_set_str(c, "search_string", s, n);
     if (capid_jnum(capid_jget(ev->fb_partner, "net_revenue"), &x))
         cd_set_num(c, "net_revenue", x);
 
-    build_contents(m, ev, c);
-
-    const char *name = jstr(capid_jget(ev->root, "name"));
-    const char *cat = jstr(capid_jget(ev->root, "category"));
-    for (const cJSON *it = ev->items ? ev->items->child : NULL; it && (!name || !cat);
-         it = it->next) {
-        const cJSON *p = capid_jget(it, "product");
-        if (!name && jstr(capid_jget(p, "name")))
-            name = capid_jget(p, "name")->valuestring;
-        static const char *const cats[] = {"category_1", "category_2", "category_3", "category_4",
-                                           "category_5"};
-        for (int i = 0; i < 5 && !cat; i++)
-            cat = jstr(capid_jget(p, cats[i]));
-    }
+    const char *name = jstr(mb->root[R_NAME]);
+    const char *cat = jstr(mb->root[R_CATEGORY]);
+    build_contents(m, ev, c, &name, &cat);
     if (name)
         cd_set_str(c, "content_name", name, strlen(name));
     if (cat)
@@ -821,7 +1020,8 @@ static void write_flag(struct capid_buf *b, const char *key, const cJSON *v, boo
     capid_buf_puts(b, on ? ":true" : ":false");
 }
 
-static void build_app_data(struct capid_buf *b, const struct capid_event *ev)
+static void build_app_data(struct capid_buf *b, const struct capid_event *ev,
+                           const struct members *mb)
 {
     static const char *const paths[15] = {
         "app.namespace",         "app.build",
@@ -839,14 +1039,13 @@ static void build_app_data(struct capid_buf *b, const struct capid_event *ev)
     size_t n;
 
     capid_buf_puts(b, ",\"app_data\":{");
-    write_flag(b, "advertiser_tracking_enabled", capid_jget(ev->device, "ad_tracking_enabled"),
+    write_flag(b, "advertiser_tracking_enabled", mb->device[D_AD_TRACKING_ENABLED], &first);
+    write_flag(b, "application_tracking_enabled", mb->device[D_APPLICATION_TRACKING_ENABLED],
                &first);
-    write_flag(b, "application_tracking_enabled",
-               capid_jget(ev->device, "application_tracking_enabled"), &first);
     if (!first)
         capid_buf_putc(b, ',');
     capid_buf_puts(b, "\"extinfo\":[");
-    const char *type = jstr(capid_jget(ev->device, "type"));
+    const char *type = jstr(mb->device[D_TYPE]);
     const char *tag = type && !strcasecmp(type, "android") ? "a2"
                       : type && !strcasecmp(type, "ios")   ? "i2"
                                                            : "";
@@ -928,10 +1127,14 @@ static void put_key(struct capid_buf *b, const char *key)
     capid_buf_putc(b, ':');
 }
 
+/* put_key of a string literal that needs no escaping. */
+#define PUT_KEY(b, key) capid_buf_append(b, ",\"" key "\":", sizeof(key) + 3)
+
 int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct capid_event *ev,
                     int64_t now, struct capid_mapped *out)
 {
     struct capid_buf *o = &out->json;
+    struct members mb;
     char num[32];
     const char *s;
     size_t n;
@@ -940,10 +1143,11 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     out->reason = CAPID_R_NONE;
     out->detail[0] = '\0';
     out->event_time = ev->event_time;
+    fetch(&user_ks, ev->user, mb.user);
 
     /* Gate 1: consent (SPEC 4.5). */
     if (d->consent_category) {
-        const cJSON *cats = capid_jget(ev->user, "consent_categories");
+        const cJSON *cats = mb.user[U_CONSENT];
         if (!present(cats)) {
             skip(m, out, CAPID_R_NO_CONSENT,
                  "user.consent_categories is missing; category '%s' is required",
@@ -957,17 +1161,21 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         }
     }
 
+    fetch(&root_ks, ev->root, mb.root);
+    fetch(&device_ks, ev->device, mb.device);
+    fetch(&page_ks, ev->page, mb.page);
+    fetch(&context_ks, ev->context, mb.context);
+
     /* Root fields (SPEC 4.1). */
     const char *name = jstr(capid_jget(ev->fb_int, "event_name"));
     if (!name || !*name)
-        name = map_name(d, capid_jget(ev->root, "event_name")->valuestring);
+        name = map_name(d, mb.root[R_EVENT_NAME]->valuestring);
     snprintf(out->name_buf, sizeof(out->name_buf), "%s", name);
     out->event_name = name;
 
     const char *id = NULL;
     const cJSON *idv =
-        first_of(capid_jget(ev->fb_int, "event_id"), capid_jget(ev->root, "event_id"),
-                 capid_jget(ev->context, "event_id"));
+        first_of(capid_jget(ev->fb_int, "event_id"), mb.root[R_EVENT_ID], mb.context[C_EVENT_ID]);
     if (idv && capid_jtext(idv, &s, &n, num) && n) {
         if (s == num) { /* numeric id: copy out of the stack buffer */
             snprintf(out->id_buf, sizeof(out->id_buf), "%s", num);
@@ -983,18 +1191,15 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     const char *as = jstr(capid_jget(ev->fb_int, "action_source"));
     if (!as)
         as = d->app_tracking ? "app"
-             : (jstr(capid_jget(ev->root, "type")) &&
-                !strcmp(jstr(capid_jget(ev->root, "type")), "offline"))
+             : (jstr(mb.root[R_TYPE]) && !strcmp(jstr(mb.root[R_TYPE]), "offline"))
                  ? "physical_store"
                  : "website";
     out->action_source = as;
 
     const cJSON *urlv =
-        first_of(capid_jget(ev->page, "url"), capid_jpath(ev->page, "location.href"),
-                 capid_jget(ev->root, "url"));
+        first_of(mb.page[P_URL], capid_jget(mb.page[P_LOCATION], "href"), mb.root[R_URL]);
     const char *url = jstr(urlv) && urlv->valuestring[0] ? urlv->valuestring : NULL;
-    const cJSON *refv =
-        first_of(capid_jget(ev->page, "referrer"), capid_jget(ev->root, "referrer"), NULL);
+    const cJSON *refv = first_of(mb.page[P_REFERRER], mb.root[R_REFERRER], NULL);
     const char *ref = jstr(refv) && refv->valuestring[0] ? refv->valuestring : NULL;
 
     struct tm tm;
@@ -1006,7 +1211,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     struct capid_buf *ud = &m->ud;
     struct ud_state u = {.m = m, .b = ud};
     capid_buf_reset(ud);
-    build_user_data(&u, d, ev, ev->event_time, url, max_year);
+    build_user_data(&u, d, ev, &mb, ev->event_time, url, max_year);
     if (u.strong < d->min_strong_keys && u.other < d->min_other_keys) {
         skip(m, out, CAPID_R_INSUFFICIENT_MATCH_KEYS,
              "%d strong and %d other user_data keys; need %d strong or %d other", u.strong, u.other,
@@ -1016,7 +1221,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
 
     struct cd_state c = {.b = &m->cd, .e = m->cd_entries, .cap = m->cd_cap};
     capid_buf_reset(&m->cd);
-    build_custom_data(m, d, ev, &c);
+    build_custom_data(m, d, ev, &mb, &c);
 
     /* Gate 3: CAPI validity, in SPEC 4.5 order. */
     m->cd_entries = c.e; /* keep the grown array for the next event */
@@ -1049,29 +1254,29 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     capid_buf_json_str(o, name, strlen(name));
     capid_buf_puts(o, ",\"event_time\":");
     capid_buf_json_int(o, ev->event_time);
-    put_key(o, "event_id");
+    PUT_KEY(o, "event_id");
     capid_buf_json_str(o, id, strlen(id));
-    put_key(o, "action_source");
+    PUT_KEY(o, "action_source");
     capid_buf_json_str(o, as, strlen(as));
     if (url) {
-        put_key(o, "event_source_url");
+        PUT_KEY(o, "event_source_url");
         capid_buf_json_str(o, url, strlen(url));
     }
     if (ref) {
-        put_key(o, "referrer_url");
+        PUT_KEY(o, "referrer_url");
         capid_buf_json_str(o, ref, strlen(ref));
     }
     const cJSON *opt = capid_jget(ev->fb_int, "opt_out");
     if (cJSON_IsBool(opt)) {
-        put_key(o, "opt_out");
+        PUT_KEY(o, "opt_out");
         capid_buf_puts(o, cJSON_IsTrue(opt) ? "true" : "false");
     }
     const cJSON *dpo = capid_jget(ev->fb_int, "data_processing_options");
     if (cJSON_IsArray(dpo)) {
-        put_key(o, "data_processing_options");
+        PUT_KEY(o, "data_processing_options");
         capid_json_write(o, dpo);
     } else if (d->limited_data_use) {
-        put_key(o, "data_processing_options");
+        PUT_KEY(o, "data_processing_options");
         capid_buf_puts(o, "[\"LDU\"]");
     }
     static const char *const dpo_keys[2] = {"data_processing_options_country",
@@ -1087,7 +1292,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
             capid_buf_putc(o, '0');
         }
     }
-    put_key(o, "user_data");
+    PUT_KEY(o, "user_data");
     capid_buf_putc(o, '{');
     if (ud->len)
         capid_buf_append(o, ud->data, ud->len);
@@ -1098,7 +1303,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         if (c.e[i].deleted)
             continue;
         if (first)
-            put_key(o, "custom_data"), capid_buf_putc(o, '{');
+            PUT_KEY(o, "custom_data"), capid_buf_putc(o, '{');
         else
             capid_buf_putc(o, ',');
         first = false;
@@ -1110,7 +1315,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         capid_buf_putc(o, '}');
 
     if (d->app_tracking)
-        build_app_data(o, ev);
+        build_app_data(o, ev, &mb);
     capid_buf_putc(o, '}');
     m->stats.mapped++;
     (void)s;
