@@ -7,8 +7,9 @@
 #include <stddef.h>
 
 struct capid_sha256 {
-    void *md;  /* EVP_MD * */
-    void *ctx; /* EVP_MD_CTX * */
+    void *md;   /* EVP_MD * */
+    void *ctx;  /* EVP_MD_CTX * */
+    void *init; /* EVP_MD_CTX *, initialised once and copied to ctx per value */
 };
 
 /* Returns CAPID_OK or CAPID_ENOMEM. _release works on a half-built struct. */
