@@ -1,9 +1,14 @@
 #include "util/sha256.h"
 
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "util/err.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 int capid_sha256_init(struct capid_sha256 *h)
 {
@@ -27,9 +32,32 @@ void capid_sha256_release(struct capid_sha256 *h)
     h->md = NULL;
 }
 
+/* Lowercase hex of the 32 bytes of md into out[0..64). */
+static void hex32(const unsigned char md[32], char *out)
+{
+#if defined(__SSE2__)
+    const __m128i low = _mm_set1_epi8(0x0f), nine = _mm_set1_epi8(9);
+    const __m128i zero = _mm_set1_epi8('0'), gap = _mm_set1_epi8('a' - '0' - 10);
+    for (int i = 0; i < 2; i++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(md + 16 * i));
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low), lo = _mm_and_si128(v, low);
+        __m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+        a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), gap));
+        b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), gap));
+        _mm_storeu_si128((__m128i *)(void *)(out + 32 * i), a);
+        _mm_storeu_si128((__m128i *)(void *)(out + 32 * i + 16), b);
+    }
+#else
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+#endif
+}
+
 void capid_sha256_hex(struct capid_sha256 *h, const void *data, size_t len, char out[65])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[32];
     unsigned int mdlen = 0;
     /* Copying a context initialised once is cheaper than initialising one
@@ -37,9 +65,6 @@ void capid_sha256_hex(struct capid_sha256 *h, const void *data, size_t len, char
     if (EVP_MD_CTX_copy_ex(h->ctx, h->init) != 1 || EVP_DigestUpdate(h->ctx, data, len) != 1 ||
         EVP_DigestFinal_ex(h->ctx, md, &mdlen) != 1 || mdlen != 32)
         abort(); /* cannot fail with a fetched SHA-256 and a live context */
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
+    hex32(md, out);
     out[64] = '\0';
 }

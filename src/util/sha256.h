@@ -1,6 +1,7 @@
-/* SHA-256 through OpenSSL's EVP API: the digest is fetched once and the
- * context reused, which is about 3x faster than one-shot SHA256() on the
- * short inputs capid hashes (SPEC 5). One struct per thread. */
+/* SHA-256 through OpenSSL's EVP API: the digest is fetched and a context
+ * initialised once, then copied per value, which is about 3x faster than
+ * one-shot SHA256() on the short inputs capid hashes (SPEC 5). One struct
+ * per thread. */
 #ifndef CAPID_UTIL_SHA256_H
 #define CAPID_UTIL_SHA256_H
 
