@@ -1209,7 +1209,12 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
 
     /* user_data, then gate 2: match keys. */
     struct capid_buf *ud = &m->ud;
-    struct ud_state u = {.m = m, .b = ud};
+    struct ud_state u; /* not u = {...}: values need no zeroing */
+    u.m = m;
+    u.b = ud;
+    u.strong = u.other = 0;
+    u.has_ua = false;
+    u.nvalues = 0;
     capid_buf_reset(ud);
     build_user_data(&u, d, ev, &mb, ev->event_time, url, max_year);
     if (u.strong < d->min_strong_keys && u.other < d->min_other_keys) {
