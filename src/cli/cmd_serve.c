@@ -27,6 +27,7 @@
 
 #include "config/config.h"
 #include "deliver/deliver.h"
+#include "ingest/http.h"
 #include "metrics/metrics.h"
 #include "util/log.h"
 
@@ -34,21 +35,42 @@ struct serve {
     struct capid_config *cfg;
     struct capid_metrics *metrics;
     struct capid_deliver *dlv;
+    struct capid_http *http; /* NULL without sources */
+    int64_t clock_offset_s;
     char state_path[4096];
 };
 
-/* The HTTP server of the next issue starts here, with s->cfg->server and a
- * callback that enqueues and then calls capid_deliver_wake(s->dlv). */
+static void wake_delivery(void *arg)
+{
+    capid_deliver_wake(((struct serve *)arg)->dlv);
+}
+
+/* The HTTP server (ingest/http.h) starts here, once delivery has the queue
+ * open; without `sources:` nobody may post, so there is no server. */
 static int ingest_start(struct serve *s)
 {
-    (void)s;
+    if (!s->cfg->n_sources)
+        return 0;
+    struct capid_http_opts o = {.config_path = s->cfg->path,
+                                .metrics = s->metrics,
+                                .clock_offset_s = s->clock_offset_s,
+                                .on_enqueued = wake_delivery,
+                                .arg = s};
+    struct capid_perr err = {0};
+    if (capid_http_start(&s->http, &o, &err) != CAPID_OK) {
+        fprintf(stderr, "capid serve: %s\n", err.msg ? err.msg : "cannot start the HTTP server");
+        return -1;
+    }
     return 0;
 }
 
-/* ... and stops here, before delivery stops (no new events accepted). */
+/* ... and stops here, before delivery stops (no new events accepted):
+ * requests being processed finish (up to 5 s), every 202 was committed. */
 static void ingest_stop(struct serve *s)
 {
-    (void)s;
+    capid_http_stop(s->http, 5000);
+    capid_http_free(s->http);
+    s->http = NULL;
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -90,6 +112,9 @@ static void reload(struct serve *s)
         return;
     }
     capid_deliver_reload(s->dlv, set);
+    if (s->http && capid_http_reload(s->http, &err) != CAPID_OK)
+        capid_error("cannot reload the HTTP sources from '%s' (keeping the running ones): %s",
+                    cfg->path, err.msg ? err.msg : "invalid");
     capid_config_free(s->cfg);
     s->cfg = cfg;
     capid_info("configuration reloaded from '%s'", cfg->path);
@@ -150,6 +175,7 @@ int capid_cmd_serve(int argc, char **argv)
         }
         offset = v;
     }
+    s.clock_offset_s = offset;
     s.cfg = capid_cli_load_config("serve", config);
     if (!s.cfg)
         return 2;
@@ -208,6 +234,10 @@ int capid_cmd_serve(int argc, char **argv)
         int sig = sigtimedwait(&set, NULL, &tick);
         if (capid_deliver_failed(s.dlv))
             break;
+        if (s.http && capid_http_failed(s.http)) {
+            ingest_failed = true;
+            break;
+        }
         if (sig == SIGHUP)
             reload(&s);
         else if (sig == SIGTERM || sig == SIGINT) {

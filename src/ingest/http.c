@@ -183,6 +183,7 @@ struct capid_http {
     pthread_cond_t commit_cv;
     struct commit_req *pending, *pending_tail;
     bool committing;
+    struct capid_queue *commit_q; /* used by the commit leader only */
 
     pthread_mutex_t conns_mu;
     pthread_cond_t sweep_cv;
@@ -383,23 +384,29 @@ static void worker_free(struct worker *w)
     free(w);
 }
 
-/* The worker's queue connection, opened on first use (SQLite handles are
- * per thread). NULL when it cannot be opened now. */
-static struct capid_queue *worker_queue(struct worker *w)
+/* Opens a queue connection into *q unless it is open; NULL when it cannot
+ * be opened now (the next request tries again). */
+static struct capid_queue *open_queue(struct capid_http *h, struct capid_queue **q)
 {
-    struct capid_http *h = w->srv;
-    if (w->q)
-        return w->q;
+    if (*q)
+        return *q;
     struct capid_perr err = {0};
     struct capid_queue_opts o = {.path = h->queue_path,
                                  .sync_normal = h->sync_normal,
                                  .keep_delivered_s = h->keep_delivered_s};
-    if (capid_queue_open(&w->q, &o, &err) != CAPID_OK) {
+    if (capid_queue_open(q, &o, &err) != CAPID_OK) {
         capid_error("cannot open queue '%s' for ingestion: %s", h->queue_path,
                     err.msg ? err.msg : "unknown error");
-        w->q = NULL;
+        *q = NULL;
     }
-    return w->q;
+    return *q;
+}
+
+/* The worker's own connection, for reads (metrics, readiness): SQLite
+ * connections are used by one thread at a time. */
+static struct capid_queue *worker_queue(struct worker *w)
+{
+    return open_queue(w->srv, &w->q);
 }
 
 /* Adds what the mapper counted since the last request to the server's
@@ -422,11 +429,15 @@ static void worker_flush_stats(struct worker *w)
 
 /* Commits items[0..n) in one transaction, possibly together with the
  * items of requests other threads are committing at the same moment: one
- * thread at a time (the leader) commits everything pending with its own
- * queue connection, so threads of this process never wait on SQLite's lock
- * for each other and concurrent requests share one fsync. Returns when the
- * transaction holding these items is durable (or failed: the error, and
- * nothing of these items is stored). */
+ * thread at a time (the leader) commits everything pending, so threads of
+ * this process never wait on SQLite's lock for each other and concurrent
+ * requests share one fsync. The leader uses the server's commit connection,
+ * which thus moves between threads but is used by one at a time (queue.h
+ * allows it); one connection for every commit keeps its page cache valid,
+ * where connections taking turns would each find theirs stale (measured:
+ * re-reading the index pages cost more than the commit's own writes).
+ * Returns when the transaction holding these items is durable (or failed:
+ * the error, and nothing of these items is stored). */
 static int group_commit(struct worker *w, struct capid_queue_item *items, size_t n, int64_t now)
 {
     struct capid_http *h = w->srv;
@@ -457,7 +468,7 @@ static int group_commit(struct worker *w, struct capid_queue_item *items, size_t
         pthread_mutex_unlock(&h->commit_mu);
 
         int rc = CAPID_EIO;
-        struct capid_queue *q = worker_queue(w);
+        struct capid_queue *q = open_queue(h, &h->commit_q);
         if (q && !take->next) {
             rc = capid_queue_enqueue(q, take->items, take->n, now, NULL);
         } else if (q) {
@@ -1471,6 +1482,8 @@ void capid_http_stop(struct capid_http *h, int drain_ms)
         pthread_join(h->sweeper, NULL);
         h->sweeper_started = false;
     }
+    capid_queue_close(h->commit_q);
+    h->commit_q = NULL;
     pthread_mutex_lock(&h->workers_mu);
     struct worker *w = h->workers;
     h->workers = NULL;
