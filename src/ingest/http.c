@@ -388,13 +388,11 @@ static void worker_free(struct worker *w)
  * be opened now (the next request tries again). */
 static struct capid_queue *open_queue(struct capid_http *h, struct capid_queue **q)
 {
-    if (*q)
-        return *q;
     struct capid_perr err = {0};
     struct capid_queue_opts o = {.path = h->queue_path,
                                  .sync_normal = h->sync_normal,
                                  .keep_delivered_s = h->keep_delivered_s};
-    if (capid_queue_open(q, &o, &err) != CAPID_OK) {
+    if (!*q && capid_queue_open(q, &o, &err) != CAPID_OK) {
         capid_error("cannot open queue '%s' for ingestion: %s", h->queue_path,
                     err.msg ? err.msg : "unknown error");
         *q = NULL;

@@ -636,6 +636,33 @@ def test_sigterm_during_load_loses_no_acknowledged_event():
         assert gw.stop() == 0
 
 
+def test_queue_locked_past_its_timeout_is_503_with_retry_after_and_nothing_stored():
+    import sqlite3
+    now = int(time.time())
+    with Sim() as sim:
+        gw = Gateway(sim).serve()
+        assert gw.post("/events", seed_event(now))[0] == 202
+        sim.wait_stats(lambda s: s["unique_events"] == 1, 10, "first event delivered")
+        db = sqlite3.connect(gw.db, timeout=10, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        try:
+            t0 = time.monotonic()
+            st, h, doc = gw.post("/events/batch", [seed_event(now), seed_event(now)], timeout=30)
+            dt = time.monotonic() - t0
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        assert st == 503 and h.get("Retry-After") == "5", (st, h, doc)
+        assert doc["error"] == "queue_unavailable" and "nothing was stored" in doc["detail"], doc
+        assert dt >= 4, dt  # the queue waited for its busy timeout (5 s) first
+        assert gw.stored() == 1
+        st, _, doc = gw.post("/events/batch", [seed_event(now), seed_event(now)])
+        assert st == 202 and doc["queued"] == 2, doc
+        _, m = gw.get("/metrics")
+        assert "\ncapid_ingest_queue_errors_total 1\n" in m, m
+        assert gw.stop() == 0
+
+
 # ---- secrets ----
 
 def test_canary_token_and_email_appear_in_no_log_queue_wal_metrics_or_202():
