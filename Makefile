@@ -45,6 +45,7 @@ ALL_OBJ  := $(LIB_OBJ) $(SIM_OBJ) $(UNIT_OBJ) $(BUILD)/obj/src/main.o
 
 BINS     := $(BUILD)/capid $(BUILD)/capid-graph-sim $(BUILD)/unit-tests $(TOOLS)
 
+.SECONDARY:
 .PHONY: all deps run test unit unit-san integ bench fuzz fuzz-replay lint format clean
 all: $(BINS)
 
