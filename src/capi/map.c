@@ -15,6 +15,18 @@
 
 #define MAX_VALUES 16 /* values kept per user_data key (arrays beyond are cut) */
 
+/* cJSON's type predicates, inline: each was a call into libcjson, several
+ * per member read. Same results (NULL is of no type). */
+static inline bool j_type(const cJSON *v, int type)
+{
+    return v && (v->type & 0xff) == type;
+}
+
+static inline bool j_bool(const cJSON *v)
+{
+    return v && (v->type & (cJSON_True | cJSON_False)) != 0;
+}
+
 /* SPEC 4.2: the seed's Commanders Act -> Meta event names. */
 static const struct {
     const char *from, *to;
@@ -176,7 +188,7 @@ static inline int ks_index(const struct keyset *ks, const char *key)
 static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
 {
     memset(out, 0, ks->n * sizeof(*out));
-    if (!cJSON_IsObject(obj))
+    if (!j_type(obj, cJSON_Object))
         return;
     for (const cJSON *c = obj->child; c; c = c->next) {
         int i = c->string ? ks_index(ks, c->string) : -1;
@@ -284,12 +296,12 @@ void capid_mapped_release(struct capid_mapped *out)
 
 static bool present(const cJSON *v)
 {
-    return v && !cJSON_IsNull(v);
+    return v && !j_type(v, cJSON_NULL);
 }
 
 static const char *jstr(const cJSON *v)
 {
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    return j_type(v, cJSON_String) ? v->valuestring : NULL;
 }
 
 /* First present of up to three sources (SPEC 2: later ones are not consulted). */
@@ -543,7 +555,7 @@ static void add_values(struct ud_state *u, enum capid_ukey k, const cJSON *src,
     char num[32];
     const char *s;
     size_t n;
-    if (cJSON_IsArray(src)) {
+    if (j_type(src, cJSON_Array)) {
         for (const cJSON *c = src->child; c; c = c->next)
             if (capid_jtext(c, &s, &n, num))
                 add_value(u, k, s, n, ctx, raw, digest_only);
@@ -576,7 +588,7 @@ static const char *event_country(struct capid_mapper *m, const cJSON *src, int m
                                  char out[8])
 {
     struct capid_norm_ctx ctx = {NULL, max_year};
-    const cJSON *v = cJSON_IsArray(src) ? src->child : src;
+    const cJSON *v = j_type(src, cJSON_Array) ? src->child : src;
     char num[32];
     const char *s;
     size_t n;
@@ -607,7 +619,7 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
 {
     struct capid_mapper *m = u->m;
     const cJSON *ov = capid_jget(ev->fb_int, "user_data");
-    if (!cJSON_IsObject(ov))
+    if (!j_type(ov, cJSON_Object))
         ov = NULL;
     char cbuf[8];
     const cJSON *csrc =
@@ -681,7 +693,7 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
     }
 
     v = first_of(capid_jget(ov, "fb_login_id"), capid_jget(ev->fb_partner, "fb_login_id"), NULL);
-    if (v && (cJSON_IsString(v) || cJSON_IsNumber(v))) {
+    if (v && (j_type(v, cJSON_String) || j_type(v, cJSON_Number))) {
         ud_key_json(u, "\"fb_login_id\":", 14);
         capid_json_write(u->b, v);
         ud_tally(u, UD_OTHER);
@@ -700,7 +712,7 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
     /* Any other override key is passed through as given (scalars only). */
     for (const cJSON *c = ov ? ov->child : NULL; c; c = c->next) {
         if (is_known_ud_key(c->string) ||
-            !(cJSON_IsString(c) || cJSON_IsNumber(c) || cJSON_IsBool(c)))
+            !(j_type(c, cJSON_String) || j_type(c, cJSON_Number) || j_bool(c)))
             continue;
         ud_key(u, c->string);
         capid_json_write(u->b, c);
@@ -789,7 +801,7 @@ static void cd_set_num(struct cd_state *c, const char *key, double v)
 
 static void cd_put_json(struct cd_state *c, const char *key, const cJSON *v, bool fresh)
 {
-    enum cd_type t = cJSON_IsString(v) ? CD_STR : cJSON_IsNumber(v) ? CD_NUM : CD_OTHER;
+    enum cd_type t = j_type(v, cJSON_String) ? CD_STR : j_type(v, cJSON_Number) ? CD_NUM : CD_OTHER;
     struct cd_entry *e = cd_start(c, key, t, fresh);
     capid_json_write(c->b, v);
     cd_end(c, e);
@@ -932,13 +944,13 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
     for (const cJSON *v = ev->root->child; v; v = v->next) {
         if (is_reserved(v->string))
             continue;
-        if (cJSON_IsString(v)) {
+        if (j_type(v, cJSON_String)) {
             if (pii_guard(v->valuestring)) {
                 m->stats.pii_guarded++;
                 continue;
             }
             cd_add_json(c, v->string, v);
-        } else if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
+        } else if (j_type(v, cJSON_Number) || j_bool(v)) {
             cd_add_json(c, v->string, v);
         }
     }
@@ -991,8 +1003,8 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
 
     /* Step 3: integrations.facebook.custom_data overrides; null removes. */
     const cJSON *ov = capid_jget(ev->fb_int, "custom_data");
-    for (const cJSON *o = cJSON_IsObject(ov) ? ov->child : NULL; o; o = o->next) {
-        if (cJSON_IsNull(o))
+    for (const cJSON *o = j_type(ov, cJSON_Object) ? ov->child : NULL; o; o = o->next) {
+        if (j_type(o, cJSON_NULL))
             cd_delete(c, o->string);
         else
             cd_set_json(c, o->string, o);
@@ -1005,8 +1017,8 @@ static void write_flag(struct capid_buf *b, const char *key, const cJSON *v, boo
 {
     double x;
     int on = -1;
-    if (cJSON_IsBool(v))
-        on = cJSON_IsTrue(v);
+    if (j_bool(v))
+        on = j_type(v, cJSON_True);
     else if (capid_jnum(v, &x))
         on = x != 0;
     else if (jstr(v) && (!strcmp(v->valuestring, "true") || !strcmp(v->valuestring, "false")))
@@ -1092,7 +1104,7 @@ static bool consent_given(const cJSON *cats, const char *want)
     char num[32];
     const char *s;
     size_t n, wn = strlen(want);
-    if (cJSON_IsArray(cats)) {
+    if (j_type(cats, cJSON_Array)) {
         for (const cJSON *c = cats->child; c; c = c->next) {
             if (capid_jtext(c, &s, &n, num)) {
                 trim_space(&s, &n);
@@ -1272,12 +1284,12 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         capid_buf_json_str(o, ref, strlen(ref));
     }
     const cJSON *opt = capid_jget(ev->fb_int, "opt_out");
-    if (cJSON_IsBool(opt)) {
+    if (j_bool(opt)) {
         PUT_KEY(o, "opt_out");
-        capid_buf_puts(o, cJSON_IsTrue(opt) ? "true" : "false");
+        capid_buf_puts(o, j_type(opt, cJSON_True) ? "true" : "false");
     }
     const cJSON *dpo = capid_jget(ev->fb_int, "data_processing_options");
-    if (cJSON_IsArray(dpo)) {
+    if (j_type(dpo, cJSON_Array)) {
         PUT_KEY(o, "data_processing_options");
         capid_json_write(o, dpo);
     } else if (d->limited_data_use) {

@@ -21,6 +21,18 @@
  * through the same hooks (no arena is current then). */
 #define ARENA_BLOCK CAPID_ARENA_BLOCK
 
+/* cJSON's type predicates, inline: each was a call into libcjson, several
+ * per member read. Same results (NULL is of no type). */
+static inline bool j_type(const cJSON *v, int type)
+{
+    return v && (v->type & 0xff) == type;
+}
+
+static inline bool j_bool(const cJSON *v)
+{
+    return v && (v->type & (cJSON_True | cJSON_False)) != 0;
+}
+
 static __thread struct capid_arena *tls_cur;
 static __thread struct capid_arena *tls_free;
 static __thread int tls_nfree;
@@ -235,12 +247,12 @@ bool capid_jtext(const cJSON *v, const char **s, size_t *len, char numbuf[32])
 {
     if (!v)
         return false;
-    if (cJSON_IsString(v) && v->valuestring) {
+    if (j_type(v, cJSON_String) && v->valuestring) {
         *s = v->valuestring;
         *len = strlen(v->valuestring);
         return true;
     }
-    if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
+    if (j_type(v, cJSON_Number) && isfinite(v->valuedouble)) {
         *len = (size_t)fmt_num(numbuf, v->valuedouble);
         *s = numbuf;
         return true;
@@ -298,9 +310,9 @@ bool capid_jnum(const cJSON *v, double *out)
 {
     if (!v)
         return false;
-    if (cJSON_IsNumber(v))
+    if (j_type(v, cJSON_Number))
         return isfinite(v->valuedouble) ? (*out = v->valuedouble, true) : false;
-    if (cJSON_IsString(v) && v->valuestring)
+    if (j_type(v, cJSON_String) && v->valuestring)
         return parse_decimal(v->valuestring, strlen(v->valuestring), out);
     return false;
 }
@@ -398,9 +410,9 @@ static bool epoch_from_number(double v, int64_t *sec)
 bool capid_parse_timestamp(const cJSON *v, int64_t *sec)
 {
     double d;
-    if (cJSON_IsNumber(v))
+    if (j_type(v, cJSON_Number))
         return epoch_from_number(v->valuedouble, sec);
-    if (!cJSON_IsString(v) || !v->valuestring)
+    if (!j_type(v, cJSON_String) || !v->valuestring)
         return false;
     const char *s = v->valuestring;
     size_t len = strlen(s);
@@ -418,7 +430,7 @@ bool capid_parse_timestamp(const cJSON *v, int64_t *sec)
 static const cJSON *find_duplicate_key(const cJSON *v)
 {
     for (const cJSON *c = v ? v->child : NULL; c; c = c->next) {
-        if (cJSON_IsObject(v))
+        if (j_type(v, cJSON_Object))
             for (const cJSON *p = v->child; p != c; p = p->next)
                 if (p->string[0] == c->string[0] && strcmp(p->string, c->string) == 0)
                     return c;
@@ -431,7 +443,7 @@ static const cJSON *find_duplicate_key(const cJSON *v)
 
 static const cJSON *obj_or_null(const cJSON *v)
 {
-    return cJSON_IsObject(v) ? v : NULL;
+    return j_type(v, cJSON_Object) ? v : NULL;
 }
 
 /* parsed: root comes from capid_json_parse_event, which found dup (the first
@@ -440,7 +452,7 @@ static enum capid_event_status adopt(struct capid_event *ev, cJSON *root, int64_
                                      const cJSON *dup, struct capid_perr *err)
 {
     ev->root = root;
-    if (!cJSON_IsObject(root)) {
+    if (!j_type(root, cJSON_Object)) {
         capid_perr_set(err, 0, "event is not a JSON object");
         goto invalid;
     }
@@ -478,7 +490,7 @@ static enum capid_event_status adopt(struct capid_event *ev, cJSON *root, int64_
         capid_perr_set(err, 0, "event_name is missing");
         goto invalid;
     }
-    if (!cJSON_IsString(name) || !name->valuestring[0]) {
+    if (!j_type(name, cJSON_String) || !name->valuestring[0]) {
         capid_perr_set(err, 0, "event_name must be a non-empty string");
         goto invalid;
     }
@@ -501,13 +513,13 @@ static enum capid_event_status adopt(struct capid_event *ev, cJSON *root, int64_
     ev->page = obj_or_null(page);
     ev->fb_int = obj_or_null(capid_jget(integ, "facebook"));
     ev->fb_partner = obj_or_null(capid_jget(partners, "facebook"));
-    ev->items = cJSON_IsArray(items) ? items : NULL;
+    ev->items = j_type(items, cJSON_Array) ? items : NULL;
 
     ev->event_time = now;
-    if (ts && !cJSON_IsNull(ts)) {
+    if (ts && !j_type(ts, cJSON_NULL)) {
         if (!capid_parse_timestamp(ts, &ev->event_time)) {
             char shown[48] = "";
-            if (cJSON_IsString(ts))
+            if (j_type(ts, cJSON_String))
                 snprintf(shown, sizeof(shown), " '%.40s'", ts->valuestring);
             capid_perr_set(err, 0, "context.event_timestamp%s is not a timestamp", shown);
             goto invalid;
