@@ -384,27 +384,29 @@ static void worker_free(struct worker *w)
     free(w);
 }
 
-/* Opens a queue connection into *q unless it is open; NULL when it cannot
- * be opened now (the next request tries again). */
-static struct capid_queue *open_queue(struct capid_http *h, struct capid_queue **q)
+/* Opens a queue connection into *q unless it is open. Returns CAPID_OK or
+ * the error of capid_queue_open (logged; the next request tries again). */
+static int open_queue(struct capid_http *h, struct capid_queue **q, struct capid_perr *err)
 {
-    struct capid_perr err = {0};
+    struct capid_perr e = {0};
     struct capid_queue_opts o = {.path = h->queue_path,
                                  .sync_normal = h->sync_normal,
                                  .keep_delivered_s = h->keep_delivered_s};
-    if (!*q && capid_queue_open(q, &o, &err) != CAPID_OK) {
-        capid_error("cannot open queue '%s' for ingestion: %s", h->queue_path,
-                    err.msg ? err.msg : "unknown error");
+    int rc = *q ? CAPID_OK : capid_queue_open(q, &o, err ? err : &e);
+    if (rc != CAPID_OK) {
+        if (!err)
+            capid_error("cannot open queue '%s' for ingestion: %s", h->queue_path,
+                        e.msg ? e.msg : capid_strerror(rc));
         *q = NULL;
     }
-    return *q;
+    return rc;
 }
 
 /* The worker's own connection, for reads (metrics, readiness): SQLite
  * connections are used by one thread at a time. */
 static struct capid_queue *worker_queue(struct worker *w)
 {
-    return open_queue(w->srv, &w->q);
+    return open_queue(w->srv, &w->q, NULL) == CAPID_OK ? w->q : NULL;
 }
 
 /* Adds what the mapper counted since the last request to the server's
@@ -465,8 +467,8 @@ static int group_commit(struct worker *w, struct capid_queue_item *items, size_t
         last->next = NULL;
         pthread_mutex_unlock(&h->commit_mu);
 
-        int rc = CAPID_EIO;
-        struct capid_queue *q = open_queue(h, &h->commit_q);
+        int rc = open_queue(h, &h->commit_q, NULL);
+        struct capid_queue *q = h->commit_q;
         if (q && !take->next) {
             rc = capid_queue_enqueue(q, take->items, take->n, now, NULL);
         } else if (q) {
@@ -603,8 +605,10 @@ static void raw_413(struct capid_http *h, struct req *r)
                      "\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: "
                      "%zu\r\n\r\n%s",
                      strlen(body), body);
-    if (r->conn && r->conn->fd >= 0 && n > 0)
+    if (r->conn && r->conn->fd >= 0 && n > 0) {
         (void)!send(r->conn->fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        shutdown(r->conn->fd, SHUT_WR); /* FIN right after the answer */
+    }
     r->responded = true;
     count_request(h, r, 413);
 }
@@ -1378,6 +1382,11 @@ int capid_http_start(struct capid_http **out, const struct capid_http_opts *o,
     h->keep_delivered_s = cfg->queue.keep_delivered_s;
     h->timeout_ms = (int64_t)sv->connection_timeout_s * 1000;
 
+    /* The commit connection is opened now: a queue that cannot be opened
+     * stops the start rather than the first request. */
+    rc = open_queue(h, &h->commit_q, err);
+    if (rc != CAPID_OK)
+        goto fail;
     rc = open_listener(sv->listen, &h->listen_fd, &h->port, err);
     if (rc != CAPID_OK)
         goto fail;
