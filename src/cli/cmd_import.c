@@ -168,11 +168,11 @@ static int import_file(struct ctx *x, struct capid_import_report *rep, const cha
         abort();
     if (fd < 0 || fstat(fd, &st0) != 0 ||
         (rc = capid_import_hash(fd, f->sha256, &f->size, &err)) != CAPID_OK) {
-        snprintf(f->error, sizeof(f->error), "cannot read: %s",
-                 fd < 0 || !err.msg ? strerror(errno) : err.msg);
+        const char *why = fd < 0 || !err.msg ? strerror(errno) : err.msg;
+        snprintf(f->error, sizeof(f->error), "cannot read: %s", why);
         capid_import_file_begin(rep, f, per_dest);
         f->status = "unreadable";
-        fprintf(stderr, "capid import: cannot read '%s': %s\n", path, f->error + 13);
+        fprintf(stderr, "capid import: cannot read '%s': %s\n", path, why);
         ret = 2;
         goto end;
     }
@@ -213,8 +213,16 @@ static int import_file(struct ctx *x, struct capid_import_report *rep, const cha
     }
     if (pos > 0) {
         f->resumed_offset = (uint64_t)pos;
-        if (capid_import_line_at(fd, f->format, (uint64_t)pos, &f->resumed_line, &err) != CAPID_OK)
-            f->resumed_line = 0;
+        if (capid_import_line_at(fd, f->format, (uint64_t)pos, &f->resumed_line, &err) !=
+            CAPID_OK) {
+            capid_import_file_begin(rep, f, per_dest);
+            f->status = "failed";
+            snprintf(f->error, sizeof(f->error), "cannot resume at offset %lld: %s", (long long)pos,
+                     err.msg ? err.msg : "read error");
+            fprintf(stderr, "capid import: '%s': %s\n", path, f->error);
+            ret = 1;
+            goto end;
+        }
     }
     capid_import_file_begin(rep, f, per_dest);
     rc = capid_import_src_open(&fr.src, fd, f->format, o->offline, f->resumed_offset,
@@ -494,7 +502,8 @@ int capid_cmd_import(int argc, char **argv)
         if (capid_import_report_init(&check, names, x.ndests, true, true, o.report, &err) !=
             CAPID_OK) {
             fprintf(stderr, "capid import: %s\n", err.msg ? err.msg : "cannot write the report");
-            ret = 1;
+            capid_import_report_release(&check);
+            ret = 2;
             goto out;
         }
         x.checking = !o.dry_run;
@@ -527,7 +536,7 @@ int capid_cmd_import(int argc, char **argv)
     if (capid_import_report_init(&rep, names, x.ndests, o.dry_run, o.strict, o.report, &err) !=
         CAPID_OK) {
         fprintf(stderr, "capid import: %s\n", err.msg ? err.msg : "cannot write the report");
-        ret = 1;
+        ret = 2;
         goto out;
     }
     ret = run_all(&x, &rep, files, nfiles, !o.dry_run);

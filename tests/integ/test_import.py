@@ -466,7 +466,8 @@ def test_usage_errors_exit_2():
                       (["--format", "xml", src], "--format 'xml'"),
                       (["--type", "web", src], "--type 'web'"),
                       (["--destination", "nope", src], "no destination named 'nope'"),
-                      (["--group", "0", src], "--group")]:
+                      (["--group", "0", src], "--group"),
+                      (["--report", "/nonexistent/dir/r.json", src], "cannot write report")]:
         rc, out, err, _ = env.imp(*args, report=False)
         assert rc == 2 and msg in err, (args, rc, err)
     p = subprocess.run([lib.CAPID, "import", "--config", env.path("missing.yaml"), src],
