@@ -246,9 +246,15 @@ int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
 
 int capid_buf_json_int(struct capid_buf *b, int64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
-    return capid_buf_append(b, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof(tmp); /* what "%lld" prints, without snprintf */
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return capid_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 int capid_buf_json_num(struct capid_buf *b, double v)
