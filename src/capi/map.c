@@ -1182,7 +1182,11 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     const char *name = jstr(capid_jget(ev->fb_int, "event_name"));
     if (!name || !*name)
         name = map_name(d, mb.root[R_EVENT_NAME]->valuestring);
-    snprintf(out->name_buf, sizeof(out->name_buf), "%s", name);
+    size_t name_len = strlen(name); /* snprintf "%s", cut to fit */
+    if (name_len >= sizeof(out->name_buf))
+        name_len = sizeof(out->name_buf) - 1;
+    memcpy(out->name_buf, name, name_len);
+    out->name_buf[name_len] = '\0';
     out->event_name = name;
 
     const char *id = NULL;
@@ -1214,10 +1218,15 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     const cJSON *refv = first_of(mb.page[P_REFERRER], mb.root[R_REFERRER], NULL);
     const char *ref = jstr(refv) && refv->valuestring[0] ? refv->valuestring : NULL;
 
-    struct tm tm;
-    time_t tnow = (time_t)now;
-    gmtime_r(&tnow, &tm);
-    int max_year = tm.tm_year + 1900 + 1;
+    if (!m->year_known || m->year_of != now) { /* gmtime_r once per clock value */
+        struct tm tm;
+        time_t tnow = (time_t)now;
+        gmtime_r(&tnow, &tm);
+        m->max_year = tm.tm_year + 1900 + 1;
+        m->year_of = now;
+        m->year_known = true;
+    }
+    int max_year = m->max_year;
 
     /* user_data, then gate 2: match keys. */
     struct capid_buf *ud = &m->ud;

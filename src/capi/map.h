@@ -30,6 +30,9 @@ struct capid_mapper {
     void *cd_entries; /* custom_data entries, reused across events */
     size_t cd_cap;
     struct capid_map_stats stats;
+    bool year_known; /* max_year is next year at clock year_of */
+    int64_t year_of;
+    int max_year;
 };
 
 /* What a mapping produced. On success reason == CAPID_R_NONE and json holds
