@@ -148,20 +148,53 @@ struct members {
         *context[C__COUNT];
 };
 
-/* Names looked up together; by_first[b & 31] has bit i set when names[i]
- * starts with a byte of the same low 5 bits as b (the only candidates). */
+/* Names looked up together. Bit i of by_first[b & 31] is set when names[i]
+ * starts with a byte of the same low 5 bits as b, of by_len[n & 31] when
+ * its length has the same low 5 bits as n: a key's candidates are the
+ * names in both. */
 struct keyset {
     const char *const *names;
     unsigned n; /* at most 32 */
-    uint32_t by_first[32];
+    uint32_t by_first[32], by_len[32];
+    size_t len[32]; /* strlen(names[i]) */
 };
 
-static struct keyset root_ks = {root_names, R__COUNT, {0}}, user_ks = {user_names, U__COUNT, {0}},
-                     device_ks = {device_names, D__COUNT, {0}},
-                     page_ks = {page_names, P__COUNT, {0}},
-                     context_ks = {context_names, C__COUNT, {0}},
-                     item_ks = {item_names, I__COUNT, {0}},
-                     product_ks = {product_names, PR__COUNT, {0}};
+static struct keyset root_ks = {.names = root_names, .n = R__COUNT},
+                     user_ks = {.names = user_names, .n = U__COUNT},
+                     device_ks = {.names = device_names, .n = D__COUNT},
+                     page_ks = {.names = page_names, .n = P__COUNT},
+                     context_ks = {.names = context_names, .n = C__COUNT},
+                     item_ks = {.names = item_names, .n = I__COUNT},
+                     product_ks = {.names = product_names, .n = PR__COUNT};
+
+/* Whether a[0..n) equals b[0..n), both readable that far: a word at a time
+ * (the last word overlapping) rather than byte loops. */
+static inline bool mem_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    uint32_t u, v;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        if (u != v)
+            return false;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return u == v;
+    }
+    return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+}
 
 static inline bool str_eq(const char *a, const char *b)
 {
@@ -176,9 +209,11 @@ static inline bool str_eq(const char *a, const char *b)
 /* The index of key in ks, or -1. */
 static inline int ks_index(const struct keyset *ks, const char *key)
 {
-    for (uint32_t m = ks->by_first[(unsigned char)key[0] & 31]; m; m &= m - 1) {
+    size_t n = strlen(key);
+    uint32_t m = ks->by_first[(unsigned char)key[0] & 31] & ks->by_len[n & 31];
+    for (; m; m &= m - 1) {
         unsigned i = (unsigned)__builtin_ctz(m);
-        if (str_eq(key, ks->names[i]))
+        if (ks->len[i] == n && mem_eq(key, ks->names[i], n))
             return (int)i;
     }
     return -1;
@@ -209,8 +244,11 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 static void ks_init(struct keyset *ks)
 {
-    for (unsigned i = 0; i < ks->n; i++)
+    for (unsigned i = 0; i < ks->n; i++) {
+        ks->len[i] = strlen(ks->names[i]);
         ks->by_first[(unsigned char)ks->names[i][0] & 31] |= UINT32_C(1) << i;
+        ks->by_len[ks->len[i] & 31] |= UINT32_C(1) << i;
+    }
 }
 
 static void tables_init(void)
