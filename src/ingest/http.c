@@ -573,12 +573,9 @@ static void error_json(struct capid_buf *b, const char *code, const char *detail
 static enum MHD_Result respond_error(struct capid_http *h, struct MHD_Connection *mc, struct req *r,
                                      unsigned status, const char *code, const char *detail)
 {
-    char body[512];
     struct capid_buf b;
     capid_buf_init(&b, 0);
     error_json(&b, code, detail, -1, -1, 0);
-    snprintf(body, sizeof(body), "%s", b.data);
-    capid_buf_release(&b);
     const char *h1 = NULL, *v1 = NULL;
     if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
         h1 = MHD_HTTP_HEADER_RETRY_AFTER, v1 = RETRY_AFTER_S;
@@ -586,7 +583,9 @@ static enum MHD_Result respond_error(struct capid_http *h, struct MHD_Connection
         h1 = MHD_HTTP_HEADER_WWW_AUTHENTICATE, v1 = "Bearer realm=\"capid\"";
     else if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         h1 = MHD_HTTP_HEADER_ALLOW, v1 = r->ep <= EP_BATCH ? "POST" : "GET, HEAD";
-    return respond(h, mc, r, status, JSON_TYPE, body, strlen(body), h1, v1, NULL, NULL);
+    enum MHD_Result ret = respond(h, mc, r, status, JSON_TYPE, b.data, b.len, h1, v1, NULL, NULL);
+    capid_buf_release(&b);
+    return ret;
 }
 
 /* Past the body limit in the middle of a chunked upload, libmicrohttpd
@@ -952,7 +951,7 @@ static int by_event_then_dest(const void *a, const void *b)
 }
 
 /* Parses, maps and commits the events of a complete body; writes the
- * answer to w->out and returns its status (*retry set for a 503). */
+ * answer to w->out and returns its status. */
 static unsigned process(struct capid_http *h, struct worker *w, struct req *r)
 {
     const struct conf *c = r->conf;
