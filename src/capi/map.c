@@ -196,16 +196,6 @@ static inline bool mem_eq(const char *a, const char *b, size_t n)
     return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
 }
 
-static inline bool str_eq(const char *a, const char *b)
-{
-    while (*a == *b) {
-        if (!*a)
-            return true;
-        a++, b++;
-    }
-    return false;
-}
-
 /* The index of key in ks, or -1. */
 static inline int ks_index(const struct keyset *ks, const char *key)
 {
@@ -764,7 +754,7 @@ enum cd_type { CD_STR, CD_NUM, CD_OTHER };
 
 struct cd_entry {
     const char *key;
-    size_t voff, vlen;
+    size_t klen, voff, vlen;
     enum cd_type type;
     bool deleted;
 };
@@ -775,19 +765,23 @@ struct cd_state {
     size_t n, cap;
 };
 
-static struct cd_entry *cd_find(struct cd_state *c, const char *key)
+/* Keys are passed with their length: KEY("value") for a literal. */
+#define KEY(literal) literal, sizeof(literal) - 1
+
+static struct cd_entry *cd_find(struct cd_state *c, const char *key, size_t klen)
 {
     for (size_t i = 0; i < c->n; i++)
-        if (c->e[i].key[0] == key[0] && str_eq(c->e[i].key, key))
+        if (c->e[i].klen == klen && mem_eq(c->e[i].key, key, klen))
             return &c->e[i];
     return NULL;
 }
 
 /* Starts (re)setting key, or adding it when fresh (known not to be set):
  * the caller then appends the value's JSON to c->b. */
-static struct cd_entry *cd_start(struct cd_state *c, const char *key, enum cd_type type, bool fresh)
+static struct cd_entry *cd_start(struct cd_state *c, const char *key, size_t klen,
+                                 enum cd_type type, bool fresh)
 {
-    struct cd_entry *e = fresh ? NULL : cd_find(c, key);
+    struct cd_entry *e = fresh ? NULL : cd_find(c, key, klen);
     if (!e) {
         if (c->n == c->cap) {
             size_t cap = c->cap ? c->cap * 2 : 32;
@@ -799,6 +793,7 @@ static struct cd_entry *cd_start(struct cd_state *c, const char *key, enum cd_ty
         }
         e = &c->e[c->n++];
         e->key = key;
+        e->klen = klen;
     }
     e->voff = c->b->len;
     e->type = type;
@@ -806,9 +801,10 @@ static struct cd_entry *cd_start(struct cd_state *c, const char *key, enum cd_ty
     return e;
 }
 
-static struct cd_entry *cd_begin(struct cd_state *c, const char *key, enum cd_type type)
+static struct cd_entry *cd_begin(struct cd_state *c, const char *key, size_t klen,
+                                 enum cd_type type)
 {
-    return cd_start(c, key, type, false);
+    return cd_start(c, key, klen, type, false);
 }
 
 static void cd_end(struct cd_state *c, struct cd_entry *e)
@@ -816,43 +812,44 @@ static void cd_end(struct cd_state *c, struct cd_entry *e)
     e->vlen = c->b->len - e->voff;
 }
 
-static void cd_delete(struct cd_state *c, const char *key)
+static void cd_delete(struct cd_state *c, const char *key, size_t klen)
 {
-    struct cd_entry *e = cd_find(c, key);
+    struct cd_entry *e = cd_find(c, key, klen);
     if (e)
         e->deleted = true;
 }
 
-static void cd_set_str(struct cd_state *c, const char *key, const char *s, size_t n)
+static void cd_set_str(struct cd_state *c, const char *key, size_t klen, const char *s, size_t n)
 {
-    struct cd_entry *e = cd_begin(c, key, CD_STR);
+    struct cd_entry *e = cd_begin(c, key, klen, CD_STR);
     capid_buf_json_str(c->b, s, n);
     cd_end(c, e);
 }
 
-static void cd_set_num(struct cd_state *c, const char *key, double v)
+static void cd_set_num(struct cd_state *c, const char *key, size_t klen, double v)
 {
-    struct cd_entry *e = cd_begin(c, key, CD_NUM);
+    struct cd_entry *e = cd_begin(c, key, klen, CD_NUM);
     capid_buf_json_num(c->b, v);
     cd_end(c, e);
 }
 
-static void cd_put_json(struct cd_state *c, const char *key, const cJSON *v, bool fresh)
+/* A member of the event under its own key. */
+static void cd_put_json(struct cd_state *c, const cJSON *v, bool fresh)
 {
     enum cd_type t = j_type(v, cJSON_String) ? CD_STR : j_type(v, cJSON_Number) ? CD_NUM : CD_OTHER;
-    struct cd_entry *e = cd_start(c, key, t, fresh);
+    struct cd_entry *e = cd_start(c, v->string, strlen(v->string), t, fresh);
     capid_json_write(c->b, v);
     cd_end(c, e);
 }
 
-static void cd_set_json(struct cd_state *c, const char *key, const cJSON *v)
+static void cd_set_json(struct cd_state *c, const cJSON *v)
 {
-    cd_put_json(c, key, v, false);
+    cd_put_json(c, v, false);
 }
 
-static void cd_add_json(struct cd_state *c, const char *key, const cJSON *v)
+static void cd_add_json(struct cd_state *c, const cJSON *v)
 {
-    cd_put_json(c, key, v, true);
+    cd_put_json(c, v, true);
 }
 
 static bool is_reserved(const char *k)
@@ -960,10 +957,10 @@ static void build_contents(struct capid_mapper *m, const struct capid_event *ev,
     }
     capid_buf_putc(c->b, ']');
     capid_buf_putc(ids, ']');
-    struct cd_entry *e = cd_begin(c, "contents", CD_OTHER);
+    struct cd_entry *e = cd_begin(c, KEY("contents"), CD_OTHER);
     e->voff = start;
     cd_end(c, e);
-    e = cd_begin(c, "content_ids", CD_OTHER);
+    e = cd_begin(c, KEY("content_ids"), CD_OTHER);
     capid_buf_append(c->b, ids->data, ids->len);
     cd_end(c, e);
 }
@@ -987,9 +984,9 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
                 m->stats.pii_guarded++;
                 continue;
             }
-            cd_add_json(c, v->string, v);
+            cd_add_json(c, v);
         } else if (j_type(v, cJSON_Number) || j_bool(v)) {
-            cd_add_json(c, v->string, v);
+            cd_add_json(c, v);
         }
     }
 
@@ -997,9 +994,9 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
     const cJSON *v = mb->root[R_VALUE];
     if (present(v)) {
         if (capid_jnum(v, &x))
-            cd_set_num(c, "value", x);
+            cd_set_num(c, KEY("value"), x);
         else
-            cd_delete(c, "value");
+            cd_delete(c, KEY("value"));
     }
     v = mb->root[R_CURRENCY];
     if (present(v)) {
@@ -1014,38 +1011,38 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
             cur[3] = '\0';
         }
         if (n == 3 && capid_currency_valid(cur, 3))
-            cd_set_str(c, "currency", cur, 3);
+            cd_set_str(c, KEY("currency"), cur, 3);
         else
-            cd_delete(c, "currency");
+            cd_delete(c, KEY("currency"));
     }
     if (capid_jtext(mb->root[R_ID], &s, &n, num) && n)
-        cd_set_str(c, "order_id", s, n);
+        cd_set_str(c, KEY("order_id"), s, n);
     if (capid_jtext(mb->root[R_STATUS], &s, &n, num))
-        cd_set_str(c, "status", s, n);
+        cd_set_str(c, KEY("status"), s, n);
     if (capid_jtext(mb->root[R_SEARCH_TERM], &s, &n, num))
-        cd_set_str(c, "search_string", s, n);
+        cd_set_str(c, KEY("search_string"), s, n);
     if (capid_jnum(capid_jget(ev->fb_partner, "net_revenue"), &x))
-        cd_set_num(c, "net_revenue", x);
+        cd_set_num(c, KEY("net_revenue"), x);
 
     const char *name = jstr(mb->root[R_NAME]);
     const char *cat = jstr(mb->root[R_CATEGORY]);
     build_contents(m, ev, c, &name, &cat);
     if (name)
-        cd_set_str(c, "content_name", name, strlen(name));
+        cd_set_str(c, KEY("content_name"), name, strlen(name));
     if (cat)
-        cd_set_str(c, "content_category", cat, strlen(cat));
-    if (cd_find(c, "contents") && d->content_type != CAPID_CT_NONE) {
+        cd_set_str(c, KEY("content_category"), cat, strlen(cat));
+    if (cd_find(c, KEY("contents")) && d->content_type != CAPID_CT_NONE) {
         const char *ct = d->content_type == CAPID_CT_PRODUCT ? "product" : "product_group";
-        cd_set_str(c, "content_type", ct, strlen(ct));
+        cd_set_str(c, KEY("content_type"), ct, strlen(ct));
     }
 
     /* Step 3: integrations.facebook.custom_data overrides; null removes. */
     const cJSON *ov = capid_jget(ev->fb_int, "custom_data");
     for (const cJSON *o = j_type(ov, cJSON_Object) ? ov->child : NULL; o; o = o->next) {
         if (j_type(o, cJSON_NULL))
-            cd_delete(c, o->string);
+            cd_delete(c, o->string, strlen(o->string));
         else
-            cd_set_json(c, o->string, o);
+            cd_set_json(c, o);
     }
 }
 
@@ -1291,7 +1288,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     m->cd_entries = c.e; /* keep the grown array for the next event */
     m->cd_cap = c.cap;
     bool has_ua = u.has_ua;
-    struct cd_entry *val = cd_find(&c, "value"), *cur = cd_find(&c, "currency");
+    struct cd_entry *val = cd_find(&c, KEY("value")), *cur = cd_find(&c, KEY("currency"));
     int64_t age_limit = strcmp(as, "physical_store") ? 7 * 86400 : 62 * 86400;
     if (!capid_action_source_valid(as))
         skip(m, out, CAPID_R_INVALID_EVENT, "action_source '%.40s' is not one of Meta's values",
@@ -1371,7 +1368,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         else
             capid_buf_putc(o, ',');
         first = false;
-        capid_buf_json_str(o, c.e[i].key, strlen(c.e[i].key));
+        capid_buf_json_str(o, c.e[i].key, c.e[i].klen);
         capid_buf_putc(o, ':');
         capid_buf_append(o, m->cd.data + c.e[i].voff, c.e[i].vlen);
     }
