@@ -132,6 +132,8 @@ enum stmt_id {
     ST_REPLAY,
     ST_DEAD_DELETE,
     ST_HK_DELIVERED,
+    ST_INSERT_MULTI,         /* ST_INSERT for MULTI rows (SQL built at first use) */
+    ST_PAYLOAD_INSERT_MULTI, /* ST_PAYLOAD_INSERT for MULTI rows */
     ST__N
 };
 
@@ -158,7 +160,7 @@ static const char *const stmt_sql[ST__N] = {
     [ST_SEEN_DEL1] = "DELETE FROM seen1 WHERE k IN (SELECT k FROM seen1 ORDER BY k LIMIT ?1)",
     [ST_INSERT] = "INSERT INTO events(dest, event_name, event_id, action_source, event_time,"
                   " enqueued_at, state, attempts, next_attempt_at, changed_at)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?6, ?6)",
+                  " VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
     [ST_PAYLOAD_INSERT] = "INSERT INTO payloads(id, payload) VALUES (?1, ?2)",
     [ST_PAYLOAD_DELETE_DELIVERED] = "DELETE FROM payloads WHERE id IN (SELECT e.id FROM"
                                     " json_each(?1) AS j JOIN events AS e ON e.id = j.value"
@@ -333,11 +335,33 @@ static int map_rc(struct capid_queue *q, int rc, const char *what)
     }
 }
 
+#define MULTI 32 /* rows per multi-row INSERT: one statement step for many rows */
+
+/* SQL of ST_INSERT_MULTI and ST_PAYLOAD_INSERT_MULTI: the single-row VALUES
+ * tuple repeated MULTI times, with anonymous parameters. */
+static char *multi_sql(enum stmt_id id)
+{
+    const char *head = id == ST_INSERT_MULTI
+                           ? "INSERT INTO events(dest, event_name, event_id, action_source,"
+                             " event_time, enqueued_at, state, attempts, next_attempt_at,"
+                             " changed_at) VALUES "
+                           : "INSERT INTO payloads(id, payload) VALUES ";
+    const char *row = id == ST_INSERT_MULTI ? "(?, ?, ?, ?, ?, ?, 0, 0, ?, ?)" : "(?, ?)";
+    size_t cap = strlen(head) + MULTI * (strlen(row) + 1) + 1, len = 0;
+    char *sql = xmalloc(cap);
+    len += (size_t)snprintf(sql, cap, "%s", head);
+    for (int i = 0; i < MULTI; i++)
+        len += (size_t)snprintf(sql + len, cap - len, i ? ",%s" : "%s", row);
+    return sql;
+}
+
 static sqlite3_stmt *stmt(struct capid_queue *q, enum stmt_id id)
 {
     if (!q->st[id]) {
-        int rc = sqlite3_prepare_v3(q->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->st[id],
-                                    NULL);
+        char *built = id == ST_INSERT_MULTI || id == ST_PAYLOAD_INSERT_MULTI ? multi_sql(id) : NULL;
+        int rc = sqlite3_prepare_v3(q->db, built ? built : stmt_sql[id], -1,
+                                    SQLITE_PREPARE_PERSISTENT, &q->st[id], NULL);
+        free(built);
         if (rc != SQLITE_OK) {
             capid_error("cannot prepare queue statement %d: %s", (int)id, sqlite3_errmsg(q->db));
             q->st[id] = NULL;
@@ -847,15 +871,76 @@ static int seen_put(struct capid_queue *q, const struct capid_queue_item *it, in
     return SQLITE_OK;
 }
 
+/* Binds the event columns of one item to st from parameter *p on. */
+static void bind_event(sqlite3_stmt *st, int *p, const struct capid_queue_item *it, int64_t now)
+{
+    sqlite3_bind_text(st, (*p)++, it->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, (*p)++, it->event_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, (*p)++, it->event_id, -1, SQLITE_STATIC);
+    bind_str(st, (*p)++, it->action_source);
+    sqlite3_bind_int64(st, (*p)++, it->event_time);
+    for (int k = 0; k < 3; k++) /* enqueued_at, next_attempt_at, changed_at */
+        sqlite3_bind_int64(st, (*p)++, now);
+}
+
+/* Inserts the events and payloads of items that are new (result CAPID_OK),
+ * MULTI rows per statement while there are enough. Ids are consecutive
+ * within one INSERT: the write lock is held and rowids grow by one. */
+static int insert_new(struct capid_queue *q, struct capid_queue_item *items, size_t n, int64_t now)
+{
+    sqlite3_stmt *ins1 = stmt(q, ST_INSERT_MULTI), *pay1 = stmt(q, ST_PAYLOAD_INSERT_MULTI);
+    sqlite3_stmt *ins = stmt(q, ST_INSERT), *pins = stmt(q, ST_PAYLOAD_INSERT);
+    if (!ins1 || !pay1 || !ins || !pins)
+        return SQLITE_ERROR;
+    struct capid_queue_item *pick[MULTI];
+    size_t i = 0;
+    int rc = SQLITE_OK;
+    while (rc == SQLITE_OK) {
+        size_t k = 0;
+        while (i < n && k < MULTI) {
+            if (items[i].result == CAPID_OK)
+                pick[k++] = &items[i];
+            i++;
+        }
+        if (k == 0)
+            break;
+        if (k == MULTI) {
+            int p = 1;
+            for (size_t j = 0; j < k; j++)
+                bind_event(ins1, &p, pick[j], now);
+            if ((rc = run(ins1)) != SQLITE_OK)
+                break;
+            int64_t first = sqlite3_last_insert_rowid(q->db) - MULTI + 1;
+            p = 1;
+            for (size_t j = 0; j < k; j++) {
+                sqlite3_bind_int64(pay1, p++, first + (int64_t)j);
+                sqlite3_bind_text(pay1, p++, pick[j]->payload, (int)pick[j]->payload_len,
+                                  SQLITE_STATIC);
+            }
+            rc = run(pay1);
+            continue;
+        }
+        for (size_t j = 0; j < k && rc == SQLITE_OK; j++) {
+            int p = 1;
+            bind_event(ins, &p, pick[j], now);
+            if ((rc = run(ins)) != SQLITE_OK)
+                break;
+            sqlite3_bind_int64(pins, 1, sqlite3_last_insert_rowid(q->db));
+            sqlite3_bind_text(pins, 2, pick[j]->payload, (int)pick[j]->payload_len, SQLITE_STATIC);
+            rc = run(pins);
+        }
+    }
+    return rc;
+}
+
 int capid_queue_enqueue(struct capid_queue *q, struct capid_queue_item *items, size_t n,
                         int64_t now, const struct capid_queue_mark *mark)
 {
     int ret = check_items(items, n, mark);
     if (ret != CAPID_OK)
         return ret;
-    sqlite3_stmt *ins = stmt(q, ST_INSERT), *pins = stmt(q, ST_PAYLOAD_INSERT);
     sqlite3_stmt *mset = mark ? stmt(q, ST_MARK_SET) : NULL;
-    if (!ins || !pins || (mark && !mset))
+    if (mark && !mset)
         return CAPID_EIO;
     if ((ret = begin_write(q)) != CAPID_OK)
         return ret;
@@ -864,28 +949,14 @@ int capid_queue_enqueue(struct capid_queue *q, struct capid_queue_item *items, s
     int rc = meta_get(q, "seen_cur", &cur);
     if (rc == SQLITE_OK && n > 0)
         rc = seen_any(q, !cur, &prev_any);
+    /* Keys first (they decide what is new), then the new events. */
     for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        struct capid_queue_item *it = &items[i];
-        bool dup;
-        if ((rc = seen_put(q, it, (int)cur, prev_any, now, &dup)) != SQLITE_OK)
-            break;
-        if (dup) {
-            it->result = CAPID_EDUP;
-            continue;
-        }
-        sqlite3_bind_text(ins, 1, it->dest, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 2, it->event_name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 3, it->event_id, -1, SQLITE_STATIC);
-        bind_str(ins, 4, it->action_source);
-        sqlite3_bind_int64(ins, 5, it->event_time);
-        sqlite3_bind_int64(ins, 6, now);
-        if ((rc = run(ins)) != SQLITE_OK)
-            break;
-        sqlite3_bind_int64(pins, 1, sqlite3_last_insert_rowid(q->db));
-        sqlite3_bind_text(pins, 2, it->payload, (int)it->payload_len, SQLITE_STATIC);
-        rc = run(pins);
-        it->result = CAPID_OK;
+        bool dup = false;
+        rc = seen_put(q, &items[i], (int)cur, prev_any, now, &dup);
+        items[i].result = dup ? CAPID_EDUP : CAPID_OK;
     }
+    if (rc == SQLITE_OK)
+        rc = insert_new(q, items, n, now);
     if (rc == SQLITE_OK && mark) {
         sqlite3_bind_text(mset, 1, mark->key, -1, SQLITE_STATIC);
         sqlite3_bind_int64(mset, 2, mark->position);

@@ -328,6 +328,44 @@ TEST(queue_dedup_tables_rotate_and_keys_expire)
     tmp_release(&t);
 }
 
+TEST(queue_enqueue_keeps_payloads_with_their_events_around_duplicates)
+{
+    /* Inserts go many rows per statement: payloads must still land on the
+     * ids of their own events when duplicates fall in between. */
+    struct tmp t = tmp_new();
+    struct capid_queue *q = qopen(t.path);
+    ASSERT_INT(put1(q, "shop", "e7", T0), CAPID_OK);
+    enum { N = 230 };
+    struct capid_queue_item items[N];
+    char ids[N][16], payloads[N][32];
+    for (int i = 0; i < N; i++) {
+        /* every 5th repeats an earlier id of this call; e7 exists already */
+        int id = i % 5 == 4 ? i - 2 : i;
+        snprintf(ids[i], sizeof(ids[i]), "e%d", id);
+        snprintf(payloads[i], sizeof(payloads[i]), "{\"for\":\"e%d\",\"i\":%d}", id, i);
+        items[i] = item("shop", "Purchase", ids[i], payloads[i]);
+    }
+    ASSERT_INT(capid_queue_enqueue(q, items, N, T0, NULL), CAPID_OK);
+    int stored = 0;
+    for (int i = 0; i < N; i++) {
+        int want = i % 5 == 4 || i == 7 ? CAPID_EDUP : CAPID_OK;
+        ASSERT_INT(items[i].result, want);
+        stored += items[i].result == CAPID_OK;
+    }
+    struct capid_queue_batch b;
+    ASSERT_INT(capid_queue_lease(q, "shop", 1000, T0, &b), CAPID_OK);
+    ASSERT_INT(b.n, stored + 1);
+    for (size_t i = 1; i < b.n; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "{\"for\":\"%s\",", b.rows[i].event_id);
+        ASSERT_TRUE(strncmp(b.rows[i].payload, want, strlen(want)) == 0);
+        ASSERT_TRUE(b.rows[i].id > b.rows[i - 1].id);
+    }
+    capid_queue_batch_release(&b);
+    capid_queue_close(q);
+    tmp_release(&t);
+}
+
 /* ---- leases ---- */
 
 TEST(queue_lease_respects_next_attempt_and_order)
