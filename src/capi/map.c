@@ -471,6 +471,7 @@ struct ud_state {
     bool has_ua;
     char values[MAX_VALUES][65];
     size_t vlens[MAX_VALUES];
+    bool digest[MAX_VALUES]; /* 64 hex digits: written without escaping */
     size_t nvalues;
 };
 
@@ -574,6 +575,7 @@ static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size
             return;
     memcpy(u->values[u->nvalues], v, vlen);
     u->values[u->nvalues][vlen] = '\0';
+    u->digest[u->nvalues] = v == hex;
     u->vlens[u->nvalues++] = vlen;
 }
 
@@ -605,7 +607,13 @@ static void flush_values(struct ud_state *u, enum capid_ukey k)
     for (size_t i = 0; i < u->nvalues; i++) {
         if (i)
             capid_buf_putc(u->b, ',');
-        capid_buf_json_str(u->b, u->values[i], u->vlens[i]);
+        if (u->digest[i]) {
+            capid_buf_putc(u->b, '"');
+            capid_buf_append(u->b, u->values[i], 64);
+            capid_buf_putc(u->b, '"');
+        } else {
+            capid_buf_json_str(u->b, u->values[i], u->vlens[i]);
+        }
     }
     capid_buf_putc(u->b, ']');
     ud_tally(u, ukey_kind[k]);
