@@ -337,7 +337,7 @@ TEST(queue_enqueue_keeps_payloads_with_their_events_around_duplicates)
     ASSERT_INT(put1(q, "shop", "e7", T0), CAPID_OK);
     enum { N = 230 };
     struct capid_queue_item items[N];
-    char ids[N][16], payloads[N][32];
+    char ids[N][24], payloads[N][64];
     for (int i = 0; i < N; i++) {
         /* every 5th repeats an earlier id of this call; e7 exists already */
         int id = i % 5 == 4 ? i - 2 : i;
