@@ -691,10 +691,12 @@ enum capid_event_status capid_json_parse_event(const char *json, size_t len,
         *dupp = NULL;
 
 value:
-    i = skip_ws(s, len, i);
-    if (i >= len) {
-        st = truncated(&p);
-        goto fail;
+    if (i >= len || s[i] <= ' ') {
+        i = skip_ws(s, len, i);
+        if (i >= len) {
+            st = truncated(&p);
+            goto fail;
+        }
     }
     node = new_node(&p);
     if (parent) {
@@ -789,10 +791,12 @@ value:
 next: /* after a value: a separator, the parent's end, or the input's end */
     if (!parent)
         goto done;
-    i = skip_ws(s, len, i);
-    if (i >= len) {
-        st = truncated(&p);
-        goto fail;
+    if (i >= len || s[i] <= ' ') {
+        i = skip_ws(s, len, i);
+        if (i >= len) {
+            st = truncated(&p);
+            goto fail;
+        }
     }
     if (parent->type == cJSON_Object) {
         if (s[i] == ',') {
@@ -819,18 +823,22 @@ close: /* s[i] closes parent */
     seen = stack[depth].seen;
     goto next;
 
-key:
-    i = skip_ws(s, len, i);
+key: /* compact JSON (no white space) takes the first test of each pair */
     if (i >= len || s[i] != '"') {
-        st = syntax(&p, i, "expected '\"' (a key)");
-        goto fail;
+        i = skip_ws(s, len, i);
+        if (i >= len || s[i] != '"') {
+            st = syntax(&p, i, "expected '\"' (a key)");
+            goto fail;
+        }
     }
     if ((st = parse_string(&p, &i, &key, &keylen)))
         goto fail;
-    i = skip_ws(s, len, i);
     if (i >= len || s[i] != ':') {
-        st = syntax(&p, i, "expected ':'");
-        goto fail;
+        i = skip_ws(s, len, i);
+        if (i >= len || s[i] != ':') {
+            st = syntax(&p, i, "expected ':'");
+            goto fail;
+        }
     }
     i++;
     goto value;
