@@ -11,9 +11,10 @@
  *
  * libmicrohttpd with its internal epoll thread pool (server.threads
  * threads). Each worker thread has its own mapper and its own queue
- * connection; concurrent requests are committed together (group commit),
- * each request's events in one transaction. docs/HTTP.md is the reference
- * for statuses, bodies, limits and timeouts. */
+ * connection for reads; concurrent requests are committed together (group
+ * commit) through one commit connection, each request's events in one
+ * transaction. docs/HTTP.md is the reference for statuses, bodies, limits
+ * and timeouts. */
 #ifndef CAPID_INGEST_HTTP_H
 #define CAPID_INGEST_HTTP_H
 
@@ -38,12 +39,13 @@ struct capid_http_opts {
     void *arg;
 };
 
-/* Loads the configuration, reads every source's ingest key, binds
- * server.listen and starts the worker threads; once requests are accepted,
- * writes the bound port to server.ready_file (if set). Returns CAPID_OK,
- * CAPID_ECONFIG (bad configuration, unreadable key, unknown destination in a
- * source: err names it, never a key) or CAPID_EIO (cannot bind or start);
- * *out is NULL on error. */
+/* Loads the configuration, reads every source's ingest key, opens the
+ * commit connection to the queue, binds server.listen and starts the worker
+ * threads; once requests are accepted, writes the bound port to
+ * server.ready_file (if set). Returns CAPID_OK, CAPID_ECONFIG (bad
+ * configuration, no sources, unreadable key, unknown destination in a
+ * source: err names it, never a key), CAPID_EIO (cannot bind or start) or
+ * an error of capid_queue_open; *out is NULL on error. */
 int capid_http_start(struct capid_http **out, const struct capid_http_opts *o,
                      struct capid_perr *err);
 
