@@ -99,6 +99,7 @@ bench: deps
 # libFuzzer harness (clang): `make fuzz` runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS  := -std=c17 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
+                -DCAPID_VERSION='"$(VERSION)"' -DCAPID_DATADIR='"$(DATADIR)"' \
                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 build/fuzz/fuzz-map: tests/fuzz/fuzz_map.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
