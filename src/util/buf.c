@@ -1,5 +1,6 @@
 #include "util/buf.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,6 +258,20 @@ int capid_buf_json_int(struct capid_buf *b, int64_t v)
     return capid_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
+/* nearbyint(x) for 0 <= x < 9e15 in the default rounding mode, without the
+ * libm call: below 2^52, adding and subtracting 2^52 rounds to an integer
+ * (ties to even); from 2^52 on every double is one. */
+static inline double round_even(double x)
+{
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    if (x < 0x1p52)
+        return (x + 0x1p52) - 0x1p52; /* not folded: IEEE arithmetic */
+    return x;
+#else
+    return nearbyint(x);
+#endif
+}
+
 int capid_buf_json_num(struct capid_buf *b, double v)
 {
     char tmp[40];
@@ -272,7 +287,7 @@ int capid_buf_json_num(struct capid_buf *b, double v)
         double x = a * scale;
         if (x >= 9e15)
             break;
-        double r = nearbyint(x);
+        double r = round_even(x);
         if (r / scale != a)
             continue;
         uint64_t u = (uint64_t)r;
