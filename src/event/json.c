@@ -639,7 +639,7 @@ static enum capid_event_status parse_number(const struct parser *p, size_t *pi, 
  * keys with different bits differ. */
 static inline uint64_t key_bit(const char *key, size_t n)
 {
-    unsigned h = n ? (unsigned)n * 7 + (unsigned char)key[0] + 3u * (unsigned char)key[n - 1] : 0;
+    unsigned h = (unsigned)n * 7 + (unsigned char)key[0] + 3u * (unsigned char)key[n ? n - 1 : 0];
     return UINT64_C(1) << (h & 63);
 }
 
@@ -687,6 +687,7 @@ enum capid_event_status capid_json_parse_event(const char *json, size_t len,
     int depth = 0;
     char *key = NULL;
     enum capid_event_status st = CAPID_EV_OK;
+    bool find_dup = dupp != NULL; /* until the first is found */
     if (dupp)
         *dupp = NULL;
 
@@ -702,12 +703,14 @@ value:
     if (parent) {
         append(parent, node);
         node->string = key; /* NULL in arrays */
-        if (key && dupp && !dup) {
+        if (key && find_dup) {
             /* The first duplicate in document order, as event.c's pass over
              * a tree finds it (that pass cost ~3,000 instructions an event). */
             uint64_t bit = key_bit(key, keylen);
-            if ((seen & bit) && dup_of_earlier(parent, node))
+            if ((seen & bit) && dup_of_earlier(parent, node)) {
                 dup = node;
+                find_dup = false;
+            }
             seen |= bit;
         }
         key = NULL;
