@@ -371,11 +371,15 @@ static void trim_space(const char **s, size_t *len)
 }
 
 /* Cookie header `name=value; ...`: the first non-empty value of name. */
-static bool cookie_get(const char *cookie, const char *name, const char **val, size_t *len)
+/* Cookie header `name=value; ...`: the first non-empty value of each of
+ * names[0] and names[1] (found[i] false when there is none), in one pass. */
+static void cookie_get2(const char *cookie, const char *const names[2], const char *val[2],
+                        size_t len[2], bool found[2])
 {
-    size_t nlen = strlen(name);
+    size_t nlen[2] = {strlen(names[0]), strlen(names[1])};
     const char *p = cookie;
-    while (p && *p) {
+    found[0] = found[1] = false;
+    while (p && *p && !(found[0] && found[1])) {
         const char *end = strchr(p, ';');
         size_t seg = end ? (size_t)(end - p) : strlen(p);
         const char *s = p;
@@ -387,15 +391,16 @@ static bool cookie_get(const char *cookie, const char *name, const char **val, s
             size_t kl = (size_t)(eq - s), vl = n - kl - 1;
             trim_ascii(&k, &kl);
             trim_ascii(&v, &vl);
-            if (kl == nlen && memcmp(k, name, nlen) == 0 && vl) {
-                *val = v;
-                *len = vl;
-                return true;
+            for (int i = 0; i < 2; i++) {
+                if (!found[i] && vl && kl == nlen[i] && memcmp(k, names[i], kl) == 0) {
+                    val[i] = v;
+                    len[i] = vl;
+                    found[i] = true;
+                }
             }
         }
         p = end ? end + 1 : NULL;
     }
-    return false;
 }
 
 static bool all_digits(const char *s, size_t n)
@@ -704,12 +709,21 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
     static const char *const fbx[2] = {"fbp", "fbc"};
     static const char *const fbx_json[2] = {"\"fbp\":", "\"fbc\":"};
     static const char *const fbx_cookie[2] = {"_fbp", "_fbc"};
+    const char *cookie_val[2];
+    size_t cookie_len[2];
+    bool in_cookie[2], cookie_read = false;
     for (int i = 0; i < 2; i++) {
         v = first_of(capid_jget(ov, fbx[i]), capid_jget(ev->fb_int, fbx[i]), mb->root[R_FBP + i]);
         bool have = false;
+        if (!v && cookie && !cookie_read) {
+            cookie_get2(cookie, fbx_cookie, cookie_val, cookie_len, in_cookie);
+            cookie_read = true;
+        }
         if (v) {
             have = capid_jtext(v, &s, &n, num);
-        } else if (cookie && cookie_get(cookie, fbx_cookie[i], &s, &n)) {
+        } else if (cookie && in_cookie[i]) {
+            s = cookie_val[i];
+            n = cookie_len[i];
             have = true;
         } else if (i == 1 && source_url && fbclid_of(source_url, &s, &n) && n) {
             /* SPEC 4.3: fb.1.<event_time in ms>.<fbclid>, fbclid byte for byte. */
