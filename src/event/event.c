@@ -36,7 +36,23 @@ static inline bool j_bool(const cJSON *v)
 static __thread struct capid_arena *tls_cur;
 static __thread struct capid_arena *tls_free;
 static __thread int tls_nfree;
+static __thread bool tls_free_registered;
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+/* Frees a thread's free list when it exits (worker threads come and go). */
+static pthread_key_t free_list_key;
+static bool free_list_key_ok;
+
+static void free_list_release(void *unused)
+{
+    (void)unused;
+    while (tls_free) {
+        struct capid_arena *a = tls_free;
+        tls_free = a->next;
+        free(a);
+    }
+    tls_nfree = 0;
+    tls_free_registered = false;
+}
 
 static void *hook_malloc(size_t n)
 {
@@ -65,6 +81,7 @@ static void install_hooks(void)
 {
     cJSON_Hooks h = {hook_malloc, hook_free};
     cJSON_InitHooks(&h);
+    free_list_key_ok = pthread_key_create(&free_list_key, free_list_release) == 0;
 }
 
 static struct capid_arena *arena_get(void)
@@ -91,6 +108,8 @@ static void arena_put(struct capid_arena *a)
     a->next = tls_free;
     tls_free = a;
     tls_nfree++;
+    if (!tls_free_registered && free_list_key_ok) /* any non-NULL value */
+        tls_free_registered = pthread_setspecific(free_list_key, &free_list_key) == 0;
 }
 
 /* Deletes an event tree with its arena current, then recycles the arena. */
