@@ -9,6 +9,7 @@ with their reasons; the bad-input suite (each: status, a body naming the
 problem, nothing stored, the next valid request still works); slow clients;
 SIGTERM under load loses no acknowledged event; canary secrets appear in no
 log, queue file, WAL, metrics or 202 body; limits, reload and metrics."""
+import functools
 import http.client as httpclient
 import json
 import os
@@ -27,6 +28,22 @@ GEN = os.path.join(lib.BUILD, "gen-corpus")
 KEY = "capid-test-ingest-key-6f1c2a9e"
 CT_JSON = "application/json"
 CT_NDJSON = "application/x-ndjson"
+
+
+_live = []  # capid processes of the running test
+
+
+def cleanup(fn):
+    """Kills what the test started and left running (a failed assertion
+    skips its stop), so no server outlives its test."""
+    @functools.wraps(fn)
+    def run():
+        try:
+            return fn()
+        finally:
+            while _live:
+                _live.pop().kill9()
+    return run
 
 
 def corpus(n, now):
@@ -97,6 +114,7 @@ class Gateway:
         self.runs += 1
         self.proc = lib.Proc([lib.CAPID, "serve", "--config", self.config, *args], env=env,
                              log=os.path.join(self.dir, f"serve-{self.runs}.log"))
+        _live.append(self.proc)
         self.port = lib.read_port_file(self.ready, 15, self.proc.p)
         return self
 
@@ -202,6 +220,7 @@ def head_bytes(path, length=None, ctype=CT_JSON, key=KEY, extra=b""):
 
 # ---- end to end ----
 
+@cleanup
 def test_single_batch_array_ndjson_reach_the_simulator_as_capid_map_maps_them():
     now = int(time.time())
     with Sim() as sim:
@@ -237,6 +256,7 @@ def test_single_batch_array_ndjson_reach_the_simulator_as_capid_map_maps_them():
         assert gw.stop() == 0
 
 
+@cleanup
 def test_skipped_events_come_back_with_index_destination_and_reason():
     now = int(time.time())
     with Sim() as sim:
@@ -281,6 +301,7 @@ def test_skipped_events_come_back_with_index_destination_and_reason():
 
 # ---- bad input ----
 
+@cleanup
 def test_bad_input_suite_right_status_named_problem_nothing_stored_next_request_works():
     now = int(time.time())
     with Sim() as sim:
@@ -355,6 +376,7 @@ def test_bad_input_suite_right_status_named_problem_nothing_stored_next_request_
         assert gw.stop() == 0
 
 
+@cleanup
 def test_auth_missing_wrong_empty_long_unicode_keys_get_the_same_401():
     now = int(time.time())
     with Sim() as sim:
@@ -396,6 +418,7 @@ def test_auth_missing_wrong_empty_long_unicode_keys_get_the_same_401():
         assert KEY not in log and "wrong" not in log and "token=" not in log, log
 
 
+@cleanup
 def test_413_before_the_body_is_read_and_when_a_chunked_body_passes_the_limit():
     with Sim() as sim:
         gw = Gateway(sim).serve()
@@ -444,6 +467,7 @@ def test_413_before_the_body_is_read_and_when_a_chunked_body_passes_the_limit():
         assert gw.stop() == 0
 
 
+@cleanup
 def test_routes_methods_headers_and_health():
     with Sim() as sim:
         gw = Gateway(sim).serve()
@@ -483,6 +507,7 @@ def test_routes_methods_headers_and_health():
 
 # ---- limits and slow clients ----
 
+@cleanup
 def test_connections_per_ip_are_capped():
     with Sim() as sim:
         gw = Gateway(sim, server={"max_connections_per_ip": 4, "max_connections": 8}).serve()
@@ -504,6 +529,7 @@ def test_connections_per_ip_are_capped():
         assert gw.stop() == 0
 
 
+@cleanup
 def test_200_slow_clients_do_not_delay_others_and_are_cut_at_the_timeout():
     timeout_s = 2
     with Sim() as sim:
@@ -582,6 +608,7 @@ def test_200_slow_clients_do_not_delay_others_and_are_cut_at_the_timeout():
 
 # ---- shutdown ----
 
+@cleanup
 def test_sigterm_during_load_loses_no_acknowledged_event():
     now = int(time.time())
     with Sim() as sim:
@@ -638,6 +665,7 @@ def test_sigterm_during_load_loses_no_acknowledged_event():
         assert gw.stop() == 0
 
 
+@cleanup
 def test_queue_locked_past_its_timeout_is_503_with_retry_after_and_nothing_stored():
     import sqlite3
     now = int(time.time())
@@ -665,6 +693,7 @@ def test_queue_locked_past_its_timeout_is_503_with_retry_after_and_nothing_store
         assert gw.stop() == 0
 
 
+@cleanup
 def test_a_commit_slower_than_the_connection_timeout_still_gets_its_202():
     import sqlite3
     now = int(time.time())
@@ -686,6 +715,7 @@ def test_a_commit_slower_than_the_connection_timeout_still_gets_its_202():
 
 # ---- secrets ----
 
+@cleanup
 def test_canary_token_and_email_appear_in_no_log_queue_wal_metrics_or_202():
     now = int(time.time())
     token = "EAAB" + "CANARY%016x" % random.getrandbits(64)
@@ -731,6 +761,7 @@ def test_canary_token_and_email_appear_in_no_log_queue_wal_metrics_or_202():
 
 # ---- configuration ----
 
+@cleanup
 def test_sighup_reloads_keys_and_no_sources_means_no_server():
     now = int(time.time())
     with Sim() as sim:
@@ -747,6 +778,7 @@ def test_sighup_reloads_keys_and_no_sources_means_no_server():
         gw.write_config()
         p = lib.Proc([lib.CAPID, "serve", "--config", gw.config],
                      log=os.path.join(gw.dir, "nosrc.log"))
+        _live.append(p)
         lib.wait_for(lambda: "serving" in p.log(), 10, "serve started")
         assert not os.path.exists(gw.ready)
         assert p.stop() == 0
