@@ -598,6 +598,8 @@ static void on_done(struct capid_deliver *d, struct capid_graph_req *r)
     capid_deliver_classify(&r->result, b->n, &v);
     capid_metrics_add(dst->m, CAPID_C_REQUESTS, 1);
     capid_metrics_outcome(dst->m, v.outcome);
+    if (v.outcome != CAPID_OUT_DELIVERED)
+        capid_metrics_graph_error(dst->m, v.code);
     int64_t now = capid_mono_ms();
     int max = dst->c.dc.max_inflight, rc;
     switch (v.outcome) {

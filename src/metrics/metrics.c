@@ -106,6 +106,30 @@ int capid_metrics_write_json(const struct capid_metrics *m, struct capid_buf *b)
     return capid_buf_putc(b, '}');
 }
 
+static const int graph_codes[] = {1, 2, 4, 10, 17, 32, 100, 102, 190, 200, 368, 613};
+#define N_GRAPH_CODES (int)(sizeof(graph_codes) / sizeof(graph_codes[0]))
+
+int capid_metrics_graph_code_slot(int code)
+{
+    if (code == 0)
+        return N_GRAPH_CODES + 2;
+    for (int i = 0; i < N_GRAPH_CODES; i++)
+        if (graph_codes[i] == code)
+            return i;
+    if (code >= 80000 && code <= 80014)
+        return N_GRAPH_CODES;
+    return N_GRAPH_CODES + 1;
+}
+
+const char *capid_metrics_graph_code_label(int slot)
+{
+    static const char *const labels[] = {"1",   "2",   "4",           "10",    "17",
+                                         "32",  "100", "102",         "190",   "200",
+                                         "368", "613", "80000-80014", "other", "none"};
+    _Static_assert(sizeof(labels) / sizeof(labels[0]) == CAPID_GRAPH_CODE_SLOTS, "slots");
+    return slot >= 0 && slot < CAPID_GRAPH_CODE_SLOTS ? labels[slot] : "other";
+}
+
 int capid_metrics_write_prometheus(const struct capid_metrics *m, struct capid_buf *b)
 {
     for (int c = 0; c < CAPID_C__COUNT; c++) {
@@ -129,6 +153,15 @@ int capid_metrics_write_prometheus(const struct capid_metrics *m, struct capid_b
                              "%llu\n",
                              m->dests[i].name, capid_outcome_name((enum capid_outcome)o),
                              (unsigned long long)ld(&m->dests[i].outcome[o]));
+    capid_buf_puts(b, "# TYPE capid_graph_errors_total counter\n");
+    for (size_t i = 0; m && i < m->n; i++)
+        for (int s = 0; s < CAPID_GRAPH_CODE_SLOTS; s++) {
+            uint64_t n = ld(&m->dests[i].graph_error[s]);
+            if (n)
+                capid_buf_printf(
+                    b, "capid_graph_errors_total{destination=\"%s\",code=\"%s\"} %llu\n",
+                    m->dests[i].name, capid_metrics_graph_code_label(s), (unsigned long long)n);
+        }
     const char *fam[2] = {"events_dead_total", "events_skipped_total"};
     for (int k = 0; k < 2; k++) {
         capid_buf_printf(b, "# TYPE capid_%s counter\n", fam[k]);

@@ -37,8 +37,18 @@ enum capid_gauge {
     CAPID_G__COUNT
 };
 
+/* Graph error codes counted one by one (SPEC 7 table); every other code is
+ * counted as "other", a failure without a Graph code (5xx page, timeout,
+ * connection error, 2xx with a wrong count) as "none". */
+#define CAPID_GRAPH_CODE_SLOTS 15
+/* The label of a slot ("190", "80000-80014", "other", "none"). */
+const char *capid_metrics_graph_code_label(int slot);
+/* The slot of a Graph error code (0 = no code). */
+int capid_metrics_graph_code_slot(int code);
+
 struct capid_metrics_dest {
     char name[65];
+    _Atomic uint64_t graph_error[CAPID_GRAPH_CODE_SLOTS]; /* failed requests by Graph code */
     _Atomic uint64_t counter[CAPID_C__COUNT];
     _Atomic uint64_t outcome[CAPID_OUT__COUNT]; /* requests by outcome */
     _Atomic uint64_t dead[CAPID_R__COUNT];      /* events dead-lettered, by reason */
@@ -79,6 +89,13 @@ static inline void capid_metrics_skip(struct capid_metrics_dest *d, enum capid_r
 {
     if (d)
         atomic_fetch_add_explicit(&d->skipped[r], 1, memory_order_relaxed);
+}
+/* Counts one failed request (any outcome but delivered) by its Graph code. */
+static inline void capid_metrics_graph_error(struct capid_metrics_dest *d, int code)
+{
+    if (d)
+        atomic_fetch_add_explicit(&d->graph_error[capid_metrics_graph_code_slot(code)], 1,
+                                  memory_order_relaxed);
 }
 static inline void capid_metrics_set(struct capid_metrics_dest *d, enum capid_gauge g, int64_t v)
 {
