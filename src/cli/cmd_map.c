@@ -20,15 +20,15 @@ struct map_run {
     const struct capid_dest **dests;
     size_t ndests;
     bool explain;
-    int64_t now; /* 0 = wall clock per line */
+    int64_t now;      /* 0 = wall clock per line */
     const char *file; /* shown in outcomes when several files are read */
     struct capid_mapper m;
     struct capid_mapped out;
     struct capid_buf line; /* one output line */
 };
 
-static void emit_skip(struct map_run *r, FILE *to, size_t lineno, const char *dest,
-                      const char *reason, const char *detail)
+/* Starts an outcome line: {"line":N,["file":"F",]"destination":"D", */
+static struct capid_buf *outcome_begin(struct map_run *r, size_t lineno, const char *dest)
 {
     struct capid_buf *b = &r->line;
     capid_buf_reset(b);
@@ -40,6 +40,13 @@ static void emit_skip(struct map_run *r, FILE *to, size_t lineno, const char *de
     }
     capid_buf_puts(b, "\"destination\":");
     capid_buf_json_str(b, dest, strlen(dest));
+    return b;
+}
+
+static void emit_skip(struct map_run *r, FILE *to, size_t lineno, const char *dest,
+                      const char *reason, const char *detail)
+{
+    struct capid_buf *b = outcome_begin(r, lineno, dest);
     capid_buf_puts(b, ",\"skipped\":");
     capid_buf_json_str(b, reason, strlen(reason));
     capid_buf_puts(b, ",\"detail\":");
@@ -55,16 +62,7 @@ static void emit_event(struct map_run *r, size_t lineno, const char *dest)
         fputc('\n', stdout);
         return;
     }
-    struct capid_buf *b = &r->line;
-    capid_buf_reset(b);
-    capid_buf_printf(b, "{\"line\":%zu,", lineno);
-    if (r->file) {
-        capid_buf_puts(b, "\"file\":");
-        capid_buf_json_str(b, r->file, strlen(r->file));
-        capid_buf_putc(b, ',');
-    }
-    capid_buf_puts(b, "\"destination\":");
-    capid_buf_json_str(b, dest, strlen(dest));
+    struct capid_buf *b = outcome_begin(r, lineno, dest);
     capid_buf_puts(b, ",\"event\":");
     capid_buf_append(b, r->out.json.data, r->out.json.len);
     capid_buf_puts(b, "}\n");
@@ -146,9 +144,9 @@ static int usage(void)
 int capid_cmd_map(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"destination", required_argument, NULL, 'd'},
-        {"now", required_argument, NULL, 'n'},     {"explain", no_argument, NULL, 'e'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"destination", required_argument, NULL, 'd'},
+        {"now", required_argument, NULL, 'n'},    {"explain", no_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *dest = NULL;
     struct map_run r = {0};
@@ -158,22 +156,32 @@ int capid_cmd_map(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'd': dest = optarg; break;
-        case 'e': r.explain = true; break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'd':
+            dest = optarg;
+            break;
+        case 'e':
+            r.explain = true;
+            break;
         case 'n': {
             char *end;
             errno = 0;
             long long v = strtoll(optarg, &end, 10);
             if (errno || *end || v <= 0) {
-                fprintf(stderr, "capid map: --now '%s' is not a positive number of seconds\n", optarg);
+                fprintf(stderr, "capid map: --now '%s' is not a positive number of seconds\n",
+                        optarg);
                 return 2;
             }
             r.now = v;
             break;
         }
-        case 'h': usage(); return 0;
-        default: return usage();
+        case 'h':
+            usage();
+            return 0;
+        default:
+            return usage();
         }
     }
     struct capid_config *cfg = capid_cli_load_config("map", config);
