@@ -21,16 +21,16 @@ static uint32_t next(void)
 
 #define PICK(a) (a[next() % (sizeof(a) / sizeof(a[0]))])
 
-static const char *first[] = {"Marie", "Jean", "Élodie", "Lucas", "Chloé", "Hugo", "Anna",
-                              "Mohammed", "Sofia", "Noah", "Léa", "José", "Zoë", "Björn"};
-static const char *last[] = {"Martin", "Bernard", "Dubois", "Thomas", "Robert", "Petit",
-                             "Durand", "Müller", "García-Márquez", "O'Connor", "Nguyen", "Smith"};
-static const char *cities[][3] = {{"Paris", "75005", "FR"},   {"Lyon", "69002", "France"},
-                                  {"Berlin", "10115", "DE"},  {"New York", "10001-2345", "USA"},
-                                  {"San José", "95112", "US"}, {"London", "SW1A 1AA", "UK"},
+static const char *first[] = {"Marie",    "Jean",  "Élodie", "Lucas", "Chloé", "Hugo", "Anna",
+                              "Mohammed", "Sofia", "Noah",   "Léa",   "José",  "Zoë",  "Björn"};
+static const char *last[] = {"Martin", "Bernard", "Dubois",         "Thomas",   "Robert", "Petit",
+                             "Durand", "Müller",  "García-Márquez", "O'Connor", "Nguyen", "Smith"};
+static const char *cities[][3] = {{"Paris", "75005", "FR"},      {"Lyon", "69002", "France"},
+                                  {"Berlin", "10115", "DE"},     {"New York", "10001-2345", "USA"},
+                                  {"San José", "95112", "US"},   {"London", "SW1A 1AA", "UK"},
                                   {"Montréal", "H2X 1Y4", "CA"}, {"Madrid", "28013", "ES"}};
-static const char *events[] = {"purchase", "add_to_cart", "page_view", "view_item", "purchase",
-                               "begin_checkout", "page_view", "add_to_cart"};
+static const char *events[] = {"purchase", "add_to_cart",    "page_view", "view_item",
+                               "purchase", "begin_checkout", "page_view", "add_to_cart"};
 static const char *uas[] = {
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/121.0.0.0 Safari/537.36",
@@ -91,23 +91,24 @@ int main(int argc, char **argv)
         ip[3] = next() % 254 + 1;
         const char *ua = PICK(uas);
         unsigned ga1 = next(), ga2 = next(), fbp = next(), sess = next();
-        printf("{\"event_name\":\"%s\",\"id\":\"ORD-%08ld\",\"type\":\"%s\",\"value\":%.2f,"
-               "\"currency\":\"EUR\",\"coupon\":\"WINTER%u\",\"payment_method\":\"card\","
-               "\"user\":{\"id\":\"CRM-%07ld\",\"email\":\" %s.%s%u@Example.com\","
-               "\"phone\":\"+33 6 %02u %02u %02u %02u\",\"firstname\":\"%s\",\"lastname\":\"%s\","
-               "\"city\":\"%s\",\"zipcode\":\"%s\",\"country\":\"%s\","
-               "\"consent_categories\":[\"1\",\"2\",\"3\",\"4\"],"
-               "\"consistent_anonymous_id\":\"%016llx\"},"
-               "\"context\":{\"event_id\":\"evt-%010ld\",\"event_timestamp\":%lld,"
-               "\"page\":{\"url\":\"https://shop.example.com/p/%u?utm_source=news&utm_medium=mail\","
-               "\"referrer\":\"https://www.google.com/\",\"title\":\"Shop - product page\"},"
-               "\"device\":{\"ip\":\"%u.%u.%u.%u\",\"user_agent\":\"%s\",\"lang\":\"fr-FR\","
-               "\"timezone\":\"Europe/Paris\",\"cookie\":\"_ga=GA1.2.%u.%u; "
-               "_fbp=fb.1.%lld.%u; session=%08x\"}},"
-               "\"items\":[%s]}\n",
-               ev, n, offline ? "offline" : "online", total, coupon, n % 5000000, fn, ln, mailno,
-               ph[0], ph[1], ph[2], ph[3], fn, ln, city[0], city[1], city[2], anon, n, ts, page,
-               ip[0], ip[1], ip[2], ip[3], ua, ga1, ga2, ts - 86400000, fbp, sess, items);
+        printf(
+            "{\"event_name\":\"%s\",\"id\":\"ORD-%08ld\",\"type\":\"%s\",\"value\":%.2f,"
+            "\"currency\":\"EUR\",\"coupon\":\"WINTER%u\",\"payment_method\":\"card\","
+            "\"user\":{\"id\":\"CRM-%07ld\",\"email\":\" %s.%s%u@Example.com\","
+            "\"phone\":\"+33 6 %02u %02u %02u %02u\",\"firstname\":\"%s\",\"lastname\":\"%s\","
+            "\"city\":\"%s\",\"zipcode\":\"%s\",\"country\":\"%s\","
+            "\"consent_categories\":[\"1\",\"2\",\"3\",\"4\"],"
+            "\"consistent_anonymous_id\":\"%016llx\"},"
+            "\"context\":{\"event_id\":\"evt-%010ld\",\"event_timestamp\":%lld,"
+            "\"page\":{\"url\":\"https://shop.example.com/p/%u?utm_source=news&utm_medium=mail\","
+            "\"referrer\":\"https://www.google.com/\",\"title\":\"Shop - product page\"},"
+            "\"device\":{\"ip\":\"%u.%u.%u.%u\",\"user_agent\":\"%s\",\"lang\":\"fr-FR\","
+            "\"timezone\":\"Europe/Paris\",\"cookie\":\"_ga=GA1.2.%u.%u; "
+            "_fbp=fb.1.%lld.%u; session=%08x\"}},"
+            "\"items\":[%s]}\n",
+            ev, n, offline ? "offline" : "online", total, coupon, n % 5000000, fn, ln, mailno,
+            ph[0], ph[1], ph[2], ph[3], fn, ln, city[0], city[1], city[2], anon, n, ts, page, ip[0],
+            ip[1], ip[2], ip[3], ua, ga1, ga2, ts - 86400000, fbp, sess, items);
     }
     return 0;
 }

@@ -416,8 +416,8 @@ static bool all_digits(const char *s, size_t n)
 /* SPEC 4.3: fb.<digits>.<digits>.<payload>, optionally a fifth part. */
 static bool fbx_valid(const char *s, size_t n)
 {
-    const char *parts[6];
-    size_t lens[6], np = 0, start = 0;
+    const char *parts[6] = {0};
+    size_t lens[6] = {0}, np = 0, start = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i == n || s[i] == '.') {
             if (np == 5)
@@ -1203,7 +1203,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
                     int64_t now, struct capid_mapped *out)
 {
     struct capid_buf *o = &out->json;
-    struct members mb;
+    struct members mb = {0}; /* fetch() fills every slot; zeroed for the analysers */
     char num[32];
     const char *s;
     size_t n;

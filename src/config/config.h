@@ -63,22 +63,22 @@ struct capid_source {
 };
 
 struct capid_queue_cfg {
-    char *path;                     /* default "var/capid-queue.db" */
+    char *path;                       /* default "var/capid-queue.db" */
     enum capid_sync_mode synchronous; /* default full */
-    int keep_delivered_s;           /* default 86400 */
+    int keep_delivered_s;             /* default 86400 */
 };
 
 struct capid_server_cfg {
-    char *listen;     /* "127.0.0.1:8080" */
-    char *ready_file; /* written with the bound port once accepting, or NULL */
-    size_t max_event_bytes;   /* default 32768 */
-    size_t max_request_bytes; /* default 512000 */
-    int max_events;           /* per request, default 1000 */
-    int max_depth;            /* JSON nesting, default 32 */
-    int connection_timeout_s; /* default 10 */
-    int max_connections;      /* default 1024 */
+    char *listen;               /* "127.0.0.1:8080" */
+    char *ready_file;           /* written with the bound port once accepting, or NULL */
+    size_t max_event_bytes;     /* default 32768 */
+    size_t max_request_bytes;   /* default 512000 */
+    int max_events;             /* per request, default 1000 */
+    int max_depth;              /* JSON nesting, default 32 */
+    int connection_timeout_s;   /* default 10 */
+    int max_connections;        /* default 1024 */
     int max_connections_per_ip; /* default 64 */
-    int threads;              /* default 2 */
+    int threads;                /* default 2 */
 };
 
 struct capid_config {

@@ -18,7 +18,10 @@ struct capid_limits {
     size_t max_event_bytes; /* SPEC 2: 32 KiB */
     int max_depth;          /* SPEC 2: 32 */
 };
-#define CAPID_LIMITS_DEFAULT {32768, 32}
+#define CAPID_LIMITS_DEFAULT                                                                       \
+    {                                                                                              \
+        32768, 32                                                                                  \
+    }
 
 /* Why an event was refused before mapping (SPEC 8 names via capid_event_status_reason). */
 enum capid_event_status {
@@ -32,9 +35,9 @@ struct capid_event {
     cJSON *root;
     /* Cached sub-objects (NULL when absent or not objects). */
     const cJSON *user, *context, *device, *page, *fb_int, *fb_partner, *items;
-    int64_t event_time;   /* seconds; the receive time when the event has none */
-    bool has_time;        /* context.event_timestamp was present */
-    char auto_id[65];     /* deterministic id, computed on first use ("" until then) */
+    int64_t event_time;        /* seconds; the receive time when the event has none */
+    bool has_time;             /* context.event_timestamp was present */
+    char auto_id[65];          /* deterministic id, computed on first use ("" until then) */
     struct capid_arena *arena; /* cJSON nodes of a parsed event (event.c) */
 };
 

@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-int64_t capid_now_s(void);      /* wall clock, epoch seconds */
-int64_t capid_now_ms(void);     /* wall clock, epoch milliseconds */
-int64_t capid_mono_ms(void);    /* monotonic milliseconds */
+int64_t capid_now_s(void);   /* wall clock, epoch seconds */
+int64_t capid_now_ms(void);  /* wall clock, epoch milliseconds */
+int64_t capid_mono_ms(void); /* monotonic milliseconds */
 
 #endif

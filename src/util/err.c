@@ -6,17 +6,28 @@
 const char *capid_strerror(int err)
 {
     switch (err) {
-    case CAPID_OK: return "success";
-    case CAPID_ENOMEM: return "out of memory";
-    case CAPID_EINVAL: return "invalid argument";
-    case CAPID_ETOOBIG: return "over the size limit";
-    case CAPID_EIO: return "input/output error";
-    case CAPID_ENOTFOUND: return "not found";
-    case CAPID_EBUSY: return "busy";
-    case CAPID_EDUP: return "duplicate";
-    case CAPID_EPARSE: return "syntax error";
-    case CAPID_ECONFIG: return "invalid configuration";
-    case CAPID_ESTATE: return "invalid state";
+    case CAPID_OK:
+        return "success";
+    case CAPID_ENOMEM:
+        return "out of memory";
+    case CAPID_EINVAL:
+        return "invalid argument";
+    case CAPID_ETOOBIG:
+        return "over the size limit";
+    case CAPID_EIO:
+        return "input/output error";
+    case CAPID_ENOTFOUND:
+        return "not found";
+    case CAPID_EBUSY:
+        return "busy";
+    case CAPID_EDUP:
+        return "duplicate";
+    case CAPID_EPARSE:
+        return "syntax error";
+    case CAPID_ECONFIG:
+        return "invalid configuration";
+    case CAPID_ESTATE:
+        return "invalid state";
     }
     return "unknown error";
 }

@@ -72,7 +72,8 @@ static void run_case(const cJSON *tc, const char *file)
     if (want_skip || got_skip) {
         if (!want_skip || !got_skip || strcmp(want_skip, got_skip))
             capid_test_fail(file, 0, "case '%s': skipped %s (%s), want %s%s", name,
-                            got_skip ? got_skip : "no", got_skip ? (err.msg ? err.msg : out.detail) : "",
+                            got_skip ? got_skip : "no",
+                            got_skip ? (err.msg ? err.msg : out.detail) : "",
                             want_skip ? want_skip : "an event: ", want_skip ? "" : out.json.data);
     } else {
         cJSON *got = cJSON_Parse(out.json.data);
