@@ -1,7 +1,9 @@
 #include "test.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define MAX_TESTS 1024
 
@@ -70,6 +72,32 @@ char *capid_test_slurp(const char *path, size_t *len)
     if (len)
         *len = n;
     return p;
+}
+
+struct capid_test_dir capid_test_dir_new(const char *prefix)
+{
+    struct capid_test_dir t;
+    snprintf(t.dir, sizeof(t.dir), "/tmp/capid-%.20s-XXXXXX", prefix);
+    if (!mkdtemp(t.dir))
+        abort();
+    snprintf(t.path, sizeof(t.path), "%s/q.db", t.dir);
+    return t;
+}
+
+void capid_test_dir_release(struct capid_test_dir *t)
+{
+    DIR *d = opendir(t->dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof(p), "%s/%s", t->dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(t->dir);
 }
 
 static int by_name(const void *a, const void *b)

@@ -18,6 +18,14 @@ void capid_test_fail(const char *file, int line, const char *fmt, ...)
 const char *capid_test_shared(const char *rel);
 /* Reads a whole file (NUL-terminated, caller frees); NULL on error. */
 char *capid_test_slurp(const char *path, size_t *len);
+/* A fresh directory /tmp/capid-<prefix>-XXXXXX (aborts on failure) and, in
+ * path, "<dir>/q.db"; _release removes the files in it and the directory. */
+struct capid_test_dir {
+    char dir[64];
+    char path[160];
+};
+struct capid_test_dir capid_test_dir_new(const char *prefix);
+void capid_test_dir_release(struct capid_test_dir *t);
 /* Number of failures in the running test so far. */
 int capid_test_failures(void);
 

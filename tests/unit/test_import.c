@@ -22,37 +22,6 @@
 #include "util/buf.h"
 #include "util/sha256.h"
 
-struct tdir {
-    char dir[64];
-    char path[160];
-};
-
-static struct tdir tdir_new(void)
-{
-    struct tdir t;
-    snprintf(t.dir, sizeof(t.dir), "/tmp/capid-import-XXXXXX");
-    if (!mkdtemp(t.dir))
-        abort();
-    snprintf(t.path, sizeof(t.path), "%s/q.db", t.dir);
-    return t;
-}
-
-static void tdir_release(struct tdir *t)
-{
-    DIR *d = opendir(t->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof(p), "%s/%s", t->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(t->dir);
-}
-
 /* An unlinked temp file holding `len` bytes, at offset 0. */
 static int memfile(const char *s, size_t len)
 {
@@ -398,7 +367,7 @@ TEST(import_source_refuses_a_file_without_a_valid_header)
 
 TEST(import_report_streams_every_invalid_row_and_keeps_the_first_20)
 {
-    struct tdir t = tdir_new();
+    struct capid_test_dir t = capid_test_dir_new("import");
     char path[200];
     snprintf(path, sizeof(path), "%s/r.json", t.dir);
     const char *names[] = {"shop", "crm"};
@@ -466,7 +435,7 @@ TEST(import_report_streams_every_invalid_row_and_keeps_the_first_20)
         entries += e->d_name[0] != '.';
     closedir(d);
     ASSERT_INT(entries, 1);
-    tdir_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- pipeline --------------------------------------------------------- */
@@ -572,7 +541,7 @@ static void run_pipe(struct capid_queue *q, const struct capid_config *cfg, int 
 TEST(pipe_commits_in_input_order_with_the_mark)
 {
     struct capid_config *cfg = pipe_config();
-    struct tdir t = tdir_new();
+    struct capid_test_dir t = capid_test_dir_new("import");
     struct capid_queue *q = NULL;
     struct capid_queue_opts qo = {.path = t.path, .sync_normal = true};
     ASSERT_INT(capid_queue_open(&q, &qo, NULL), CAPID_OK);
@@ -604,14 +573,14 @@ TEST(pipe_commits_in_input_order_with_the_mark)
     ASSERT_INT(capid_queue_counts(q, NULL, &c), CAPID_OK);
     ASSERT_INT(c.queued, 800);
     capid_queue_close(q);
-    tdir_release(&t);
+    capid_test_dir_release(&t);
     capid_config_free(cfg);
 }
 
 TEST(pipe_stop_commits_a_prefix_that_ends_at_the_mark)
 {
     struct capid_config *cfg = pipe_config();
-    struct tdir t = tdir_new();
+    struct capid_test_dir t = capid_test_dir_new("import");
     struct capid_queue *q = NULL;
     struct capid_queue_opts qo = {.path = t.path, .sync_normal = true};
     ASSERT_INT(capid_queue_open(&q, &qo, NULL), CAPID_OK);
@@ -630,7 +599,7 @@ TEST(pipe_stop_commits_a_prefix_that_ends_at_the_mark)
     ASSERT_INT(c.queued, pos - pos / 5);
     ASSERT_INT(st.queued, c.queued);
     capid_queue_close(q);
-    tdir_release(&t);
+    capid_test_dir_release(&t);
     capid_config_free(cfg);
 }
 

@@ -23,37 +23,6 @@
 
 /* ---- helpers ---- */
 
-struct tmp {
-    char dir[64];
-    char path[128];
-};
-
-static struct tmp tmp_new(void)
-{
-    struct tmp t;
-    snprintf(t.dir, sizeof(t.dir), "/tmp/capid-queue-XXXXXX");
-    if (!mkdtemp(t.dir))
-        abort();
-    snprintf(t.path, sizeof(t.path), "%s/q.db", t.dir);
-    return t;
-}
-
-static void tmp_release(struct tmp *t)
-{
-    DIR *d = opendir(t->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof(p), "%s/%s", t->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(t->dir);
-}
-
 static struct capid_queue *qopen(const char *path)
 {
     struct capid_queue *q = NULL;
@@ -161,7 +130,7 @@ static bool integrity_ok(const char *path)
 
 TEST(queue_enqueue_lease_delivered_round_trip)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     struct capid_queue_item items[2] = {item("shop", "Purchase", "e1", "{\"a\":1}"),
                                         item("shop", "Lead", "e2", "{\"b\":2}")};
@@ -214,12 +183,12 @@ TEST(queue_enqueue_lease_delivered_round_trip)
     capid_queue_batch_release(&b);
     capid_queue_close(q);
     ASSERT_TRUE(integrity_ok(t.path));
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_rejects_invalid_items_and_stores_nothing)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     struct capid_queue_item items[2] = {item("shop", "Purchase", "ok", "{}"),
                                         item("shop", "Purchase", NULL, "{}")};
@@ -241,14 +210,14 @@ TEST(queue_rejects_invalid_items_and_stores_nothing)
     /* The refused items left no dedup key behind. */
     ASSERT_INT(put1(q, "shop", "ok", T0), CAPID_OK);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- dedup ---- */
 
 TEST(queue_dedup_refuses_within_window_and_accepts_after)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put1(q, "shop", "e1", T0), CAPID_OK);
     ASSERT_INT(put1(q, "shop", "e1", T0 + 1), CAPID_EDUP);
@@ -275,12 +244,12 @@ TEST(queue_dedup_refuses_within_window_and_accepts_after)
     ASSERT_INT(capid_queue_counts(q, "shop", &c), CAPID_OK);
     ASSERT_INT(c.queued, 5); /* e1 twice (window apart), Lead e1, d1, d2 */
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_dedup_survives_purge_of_delivered_rows)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(capid_queue_housekeep(q, T0), 0); /* starts the first dedup window */
     ASSERT_INT(put1(q, "shop", "e1", T0), CAPID_OK);
@@ -295,12 +264,12 @@ TEST(queue_dedup_survives_purge_of_delivered_rows)
     ASSERT_INT(put1(q, "shop", "e1", T0 + W - 1), CAPID_EDUP);
     ASSERT_INT(put1(q, "shop", "e1", T0 + W), CAPID_OK);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_dedup_tables_rotate_and_keys_expire)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(capid_queue_housekeep(q, T0), 0); /* window 1 starts at T0 in seen0 */
     ASSERT_INT(put1(q, "shop", "a", T0), CAPID_OK);
@@ -325,14 +294,14 @@ TEST(queue_dedup_tables_rotate_and_keys_expire)
     ASSERT_INT(put1(q, "shop", "b", T0 + 2 * W - 1), CAPID_EDUP);
     ASSERT_INT(put1(q, "shop", "b", T0 + 2 * W), CAPID_OK);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_enqueue_keeps_payloads_with_their_events_around_duplicates)
 {
     /* Inserts go many rows per statement: payloads must still land on the
      * ids of their own events when duplicates fall in between. */
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put1(q, "shop", "e7", T0), CAPID_OK);
     enum { N = 230 };
@@ -363,14 +332,14 @@ TEST(queue_enqueue_keeps_payloads_with_their_events_around_duplicates)
     }
     capid_queue_batch_release(&b);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- leases ---- */
 
 TEST(queue_lease_respects_next_attempt_and_order)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put1(q, "shop", "a", T0), CAPID_OK);
     ASSERT_INT(put1(q, "shop", "b", T0), CAPID_OK);
@@ -416,12 +385,12 @@ TEST(queue_lease_respects_next_attempt_and_order)
     capid_queue_batch_release(&b);
     ASSERT_INT(capid_queue_next_ready(q, "shop", &at), CAPID_ENOTFOUND);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_recover_returns_leases_of_a_crashed_process)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put_n(q, "shop", "e", 5, T0), CAPID_OK);
     struct capid_queue_batch b;
@@ -445,14 +414,14 @@ TEST(queue_recover_returns_leases_of_a_crashed_process)
     ASSERT_INT(b.rows[4].attempts, 0);
     capid_queue_batch_release(&b);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- dead letters ---- */
 
 TEST(queue_dead_letters_list_show_replay_purge)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put_n(q, "shop", "e", 6, T0), CAPID_OK);
     ASSERT_INT(put_n(q, "blog", "b", 2, T0), CAPID_OK);
@@ -540,14 +509,14 @@ TEST(queue_dead_letters_list_show_replay_purge)
     ASSERT_INT(put1(q, "blog", "b0", T0 + 20), CAPID_EDUP);
     free(ids);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- marks and atomicity ---- */
 
 TEST(queue_mark_commits_with_its_events)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     int64_t pos = -1;
     bool done = true;
@@ -569,7 +538,7 @@ TEST(queue_mark_commits_with_its_events)
     ASSERT_INT(capid_queue_mark_get(q, "file:abc", &pos, &done), CAPID_OK);
     ASSERT_TRUE(done);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* A VFS over the default one that injects faults: writes that fail as on a
@@ -711,7 +680,7 @@ static void shim_off(void)
 
 TEST(queue_disk_full_commits_nothing_and_recovers)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     shim_on();
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put_n(q, "shop", "a", 10, T0), CAPID_OK);
@@ -747,12 +716,12 @@ TEST(queue_disk_full_commits_nothing_and_recovers)
     capid_queue_close(q);
     shim_off();
     ASSERT_TRUE(integrity_ok(t.path));
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_fsync_error_fails_the_handle)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     shim_on();
     struct capid_queue *q = qopen(t.path);
     ASSERT_INT(put_n(q, "shop", "a", 10, T0), CAPID_OK);
@@ -776,14 +745,14 @@ TEST(queue_fsync_error_fails_the_handle)
     ASSERT_TRUE(c.queued == 10 || c.queued == 110);
     ASSERT_INT(put_n(q, "shop", "c", 1, T0), CAPID_OK);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- housekeeping ---- */
 
 TEST(queue_housekeep_purges_in_bounded_batches)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     int total = CAPID_QUEUE_MAX_LEASE + 50; /* one outcome call over 10,000 ids */
     ASSERT_INT(put_n(q, "shop", "e", total, T0), CAPID_OK);
@@ -812,12 +781,12 @@ TEST(queue_housekeep_purges_in_bounded_batches)
     ASSERT_INT(c.delivered, 5); /* blog's rows are younger */
     ASSERT_INT(capid_queue_housekeep(q, T0 + K + 100), 5);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_counts_and_destinations)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     char **dests = NULL;
     ASSERT_INT(capid_queue_dests(q, &dests), 0);
@@ -859,14 +828,14 @@ TEST(queue_counts_and_destinations)
     ASSERT_TRUE(dests[3] == NULL);
     free(dests);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- files and schema ---- */
 
 TEST(queue_open_refuses_what_is_not_a_capid_queue)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = NULL;
     struct capid_perr err = {0};
     struct capid_queue_opts o = {.path = t.path, .no_create = true};
@@ -912,14 +881,14 @@ TEST(queue_open_refuses_what_is_not_a_capid_queue)
     q = qopen(t.path);
     ASSERT_TRUE(q != NULL);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- two connections ---- */
 
 TEST(queue_busy_writer_gives_ebusy_after_timeout)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = NULL;
     struct capid_queue_opts o = {.path = t.path, .busy_timeout_ms = 50};
     ASSERT_INT(capid_queue_open(&q, &o, NULL), CAPID_OK);
@@ -934,7 +903,7 @@ TEST(queue_busy_writer_gives_ebusy_after_timeout)
     ASSERT_TRUE(!capid_queue_failed(q));
     ASSERT_INT(put1(q, "shop", "e", T0), CAPID_OK);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 struct importer {
@@ -970,7 +939,7 @@ static void *importer_run(void *arg)
 
 TEST(queue_two_connections_importer_and_server_share_the_file)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *srv = qopen(t.path);
     ASSERT_INT(capid_queue_recover(srv), 0);
     struct importer im = {.path = t.path, .batches = 40, .per_batch = 250};
@@ -999,12 +968,12 @@ TEST(queue_two_connections_importer_and_server_share_the_file)
     ASSERT_INT(c.queued + c.leased, 0);
     capid_queue_close(srv);
     ASSERT_TRUE(integrity_ok(t.path));
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 TEST(queue_checkpoints_run_off_the_committing_thread)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     struct capid_queue *q = qopen(t.path);
     /* ~14 MB of events: past the 8 MB that wakes the checkpoint thread. */
     enum { N = 1000, ROUNDS = 12 };
@@ -1033,7 +1002,7 @@ TEST(queue_checkpoints_run_off_the_committing_thread)
     free(payload);
     capid_queue_close(q);
     ASSERT_TRUE(integrity_ok(t.path));
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
 
 /* ---- kill -9 ---- */
@@ -1113,7 +1082,7 @@ static void push_ack(int64_t (**acked)[2], size_t *n, size_t *cap, const int64_t
 
 TEST(queue_kill9_loses_no_acknowledged_event)
 {
-    struct tmp t = tmp_new();
+    struct capid_test_dir t = capid_test_dir_new("queue");
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     srand(seed);
     int64_t(*acked)[2] = NULL;
@@ -1194,5 +1163,5 @@ TEST(queue_kill9_loses_no_acknowledged_event)
                n_acked, (long long)pos);
     free(acked);
     capid_queue_close(q);
-    tmp_release(&t);
+    capid_test_dir_release(&t);
 }
