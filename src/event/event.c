@@ -128,20 +128,6 @@ static void delete_tree(cJSON *root, struct capid_arena *a)
     arena_put(a);
 }
 
-/* Length of the UTF-8 sequence a lead byte starts, 0 if it cannot lead. */
-static size_t utf8_seq_len(unsigned char c)
-{
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0)
-        return 2;
-    if (c < 0xF0)
-        return 3;
-    if (c < 0xF5)
-        return 4;
-    return 0;
-}
-
 enum capid_event_status capid_json_prescan(const char *json, size_t len,
                                            const struct capid_limits *lim, struct capid_perr *err)
 {
@@ -182,8 +168,8 @@ enum capid_event_status capid_json_prescan(const char *json, size_t len,
                     i++;
                     continue;
                 }
-                size_t n = utf8_seq_len(c);
-                if (!n || i + n > len || !capid_utf8_valid((const char *)s + i, n)) {
+                size_t n = capid_utf8_seq(json, len, i);
+                if (!n || n == CAPID_UTF8_TRUNC) {
                     capid_perr_set(err, i, "invalid UTF-8 at byte %zu", i);
                     return CAPID_EV_INVALID_JSON;
                 }

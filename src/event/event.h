@@ -55,7 +55,9 @@ enum capid_event_status capid_event_adopt(struct capid_event *ev, cJSON *root, i
 void capid_event_release(struct capid_event *ev);
 
 /* Pre-scan only, for callers that parse with cJSON themselves: size, UTF-8,
- * depth, NUL (\u0000); no syntax check. Returns CAPID_EV_OK or a status. */
+ * depth, NUL (\u0000); no syntax check. Returns CAPID_EV_OK or a status.
+ * capid itself parses with capid_event_parse; this stays so that
+ * tools/bench-parse keeps measuring the path it replaced (docs/BENCHMARKS.md). */
 enum capid_event_status capid_json_prescan(const char *json, size_t len,
                                            const struct capid_limits *lim, struct capid_perr *err);
 

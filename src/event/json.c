@@ -35,7 +35,6 @@
 #endif
 
 #define INVALID CAPID_EV_INVALID_JSON
-#define TRUNC   SIZE_MAX
 
 struct parser {
     const unsigned char *s;
@@ -197,42 +196,6 @@ static inline uint64_t str_special8(uint64_t w)
     return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((w - ONES * 0x20) & ~w) | w) & HIGHS;
 }
 #endif
-
-/* Length of the well-formed UTF-8 sequence at s[i] (Unicode table 3-7, as
- * capid_utf8_valid), 0 if malformed, TRUNC if cut short by the input end. */
-static size_t utf8_seq(const unsigned char *s, size_t len, size_t i)
-{
-    unsigned char c = s[i], lo = 0x80, hi = 0xbf;
-    size_t n;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (i + 1 >= len)
-        return TRUNC;
-    if (s[i + 1] < lo || s[i + 1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++) {
-        if (i + k >= len)
-            return TRUNC;
-        if ((s[i + k] & 0xc0) != 0x80)
-            return 0;
-    }
-    return n;
-}
 
 static inline int hexval(unsigned char c)
 {
@@ -431,8 +394,8 @@ scan_string(const struct parser *p, size_t start, size_t *pj, bool *esc, char *d
                 return st;
             *esc = true; /* the copy is redone by unescape */
         } else if (c >= 0x80) {
-            size_t n = utf8_seq(s, len, j);
-            if (n == TRUNC)
+            size_t n = capid_utf8_seq((const char *)s, len, j);
+            if (n == CAPID_UTF8_TRUNC)
                 return truncated(p);
             if (!n) {
                 capid_perr_set(p->err, j, "invalid UTF-8 at byte %zu", j);

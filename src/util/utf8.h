@@ -12,6 +12,10 @@
  * truncated sequence. NUL bytes are valid. ASCII runs are checked 8 bytes at a
  * time. Thread-safe. */
 bool capid_utf8_valid(const char *s, size_t len);
+/* Length (2-4) of the well-formed UTF-8 sequence starting at s[i] (a byte
+ * >= 0x80), 0 if malformed, CAPID_UTF8_TRUNC if cut short by len. */
+#define CAPID_UTF8_TRUNC SIZE_MAX
+size_t capid_utf8_seq(const char *s, size_t len, size_t i);
 
 /* White space as Python's str.isspace() sees it, plus U+FEFF: bidi class WS,
  * B or S, or general category Zs (\t\n\v\f\r, \x1c-\x1f, space, U+0085,
