@@ -3,6 +3,8 @@
 #ifndef CAPID_CLI_CLI_H
 #define CAPID_CLI_CLI_H
 
+#include <stddef.h>
+
 int capid_cmd_map(int argc, char **argv);
 int capid_cmd_serve(int argc, char **argv);
 int capid_cmd_enqueue(int argc, char **argv);
@@ -14,5 +16,12 @@ int capid_cmd_import(int argc, char **argv);
  * message that names the file and the problem; NULL on failure. */
 struct capid_config;
 struct capid_config *capid_cli_load_config(const char *cmd, const char *path);
+
+/* Fills out (room for cfg->n_dests) with the destination named `name`, or
+ * every destination when name is NULL; returns how many. Prints
+ * "capid CMD: no destination named ..." and returns 0 when none matches. */
+struct capid_dest;
+size_t capid_cli_select_dests(const char *cmd, const struct capid_config *cfg, const char *name,
+                              const struct capid_dest **out);
 
 #endif

@@ -222,11 +222,8 @@ int capid_cmd_enqueue(int argc, char **argv)
     t.per_dest = calloc(cfg->n_dests + 1, sizeof(*t.per_dest));
     if (!r.dests || !t.per_dest)
         abort();
-    for (size_t i = 0; i < cfg->n_dests; i++)
-        if (!dest || !strcmp(cfg->dests[i].name, dest))
-            r.dests[r.ndests++] = &cfg->dests[i];
+    r.ndests = capid_cli_select_dests("enqueue", cfg, dest, r.dests);
     if (!r.ndests) {
-        fprintf(stderr, "capid enqueue: no destination named '%s' in %s\n", dest, config);
         rc = 2;
         goto out;
     }

@@ -468,16 +468,13 @@ int capid_cmd_import(int argc, char **argv)
     x.dests = calloc(cfg->n_dests + 1, sizeof(*x.dests));
     if (!names || !x.dests)
         abort();
-    for (size_t i = 0; i < cfg->n_dests; i++)
-        if (!o.dest || !strcmp(cfg->dests[i].name, o.dest)) {
-            capid_buf_printf(&dl, "%s%s", x.ndests ? "," : "", cfg->dests[i].name);
-            names[x.ndests] = cfg->dests[i].name;
-            x.dests[x.ndests++] = &cfg->dests[i];
-        }
+    x.ndests = capid_cli_select_dests("import", cfg, o.dest, x.dests);
+    for (size_t i = 0; i < x.ndests; i++) {
+        capid_buf_printf(&dl, "%s%s", i ? "," : "", x.dests[i]->name);
+        names[i] = x.dests[i]->name;
+    }
     x.dest_list = dl.data;
     if (!x.ndests) {
-        fprintf(stderr, "capid import: no destination named '%s' in %s\n", o.dest ? o.dest : "",
-                o.config);
         ret = 2;
         goto out;
     }

@@ -189,11 +189,10 @@ int capid_cmd_map(int argc, char **argv)
         return 2;
     r.cfg = cfg;
     r.dests = calloc(cfg->n_dests, sizeof(*r.dests));
-    for (size_t i = 0; i < cfg->n_dests; i++)
-        if (!dest || !strcmp(cfg->dests[i].name, dest))
-            r.dests[r.ndests++] = &cfg->dests[i];
+    if (!r.dests)
+        abort();
+    r.ndests = capid_cli_select_dests("map", cfg, dest, r.dests);
     if (!r.ndests) {
-        fprintf(stderr, "capid map: no destination named '%s' in %s\n", dest, config);
         rc = 2;
         goto out;
     }

@@ -1,6 +1,7 @@
 #include "cli/cli.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "capi/geo.h"
 #include "config/config.h"
@@ -25,4 +26,17 @@ struct capid_config *capid_cli_load_config(const char *cmd, const char *path)
         return NULL;
     }
     return cfg;
+}
+
+size_t capid_cli_select_dests(const char *cmd, const struct capid_config *cfg, const char *name,
+                              const struct capid_dest **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_dests; i++)
+        if (!name || !strcmp(cfg->dests[i].name, name))
+            out[n++] = &cfg->dests[i];
+    if (!n)
+        fprintf(stderr, "capid %s: no destination named '%s' in %s\n", cmd, name ? name : "",
+                cfg->path);
+    return n;
 }
