@@ -463,56 +463,6 @@ enum capid_rows_layout capid_rows_layout(const struct capid_rows *r)
 
 /* --- running the ops over a row ------------------------------------------ */
 
-/* 1 for bytes that JSON strings must escape. */
-static const unsigned char json_esc[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, ['\\'] = 1,
-};
-
-static char *put_str(char *o, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    *o++ = '"';
-    size_t i = 0;
-    for (;;) {
-        size_t j = i;
-        while (j < n && !json_esc[(unsigned char)s[j]])
-            j++;
-        memcpy(o, s + i, j - i);
-        o += j - i;
-        if (j == n)
-            break;
-        unsigned char c = (unsigned char)s[j];
-        *o++ = '\\';
-        switch (c) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        }
-        i = j + 1;
-    }
-    *o++ = '"';
-    return o;
-}
-
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t';
@@ -539,7 +489,7 @@ static char *put_list(char *o, const char *key, size_t keylen, bool comma, const
         if (e > b) {
             if (o != first)
                 *o++ = ',';
-            o = put_str(o, b, (size_t)(e - b));
+            o = capid_json_escape(o, b, (size_t)(e - b));
         }
         if (!bar)
             break;
@@ -593,7 +543,7 @@ static char *run(const struct capid_rows *r, const struct prog *p, const struct 
                 *o++ = ',';
             memcpy(o, keys + op->key, op->keylen);
             o += op->keylen;
-            o = put_str(o, f[op->col].s, f[op->col].len);
+            o = capid_json_escape(o, f[op->col].s, f[op->col].len);
             st[d].any = true;
             break;
         case OP_LIST: {

@@ -127,18 +127,10 @@ static inline unsigned escape16(const unsigned char *p, char *copy_to)
 #define WIDE 8
 #endif
 
-int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
+char *capid_json_escape(char *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    /* Worst case every byte becomes \u00XX. */
-    size_t need = n * 6 + 2;
-    if (!capid_buf_room(b, need)) {
-        int rc = capid_buf_grow(b, need);
-        if (rc)
-            return rc;
-    }
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    char *o = b->data + b->len;
     unsigned char c;
     *o++ = '"';
     for (;;) {
@@ -240,6 +232,19 @@ int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
         }
     }
     *o++ = '"';
+    return o;
+}
+
+int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n)
+{
+    /* Worst case every byte becomes \u00XX; grow() adds the byte for NUL. */
+    size_t need = n * 6 + 2;
+    if (!capid_buf_room(b, need)) {
+        int rc = capid_buf_grow(b, need);
+        if (rc)
+            return rc;
+    }
+    char *o = capid_json_escape(b->data + b->len, s, n);
     b->len = (size_t)(o - b->data);
     b->data[b->len] = '\0';
     return CAPID_OK;

@@ -70,6 +70,10 @@ int capid_buf_vprintf(struct capid_buf *b, const char *fmt, va_list ap)
 /* JSON writers: a quoted, escaped string; an integer; a number (shortest
  * round-trip form, integers without a fraction). */
 int capid_buf_json_str(struct capid_buf *b, const char *s, size_t n);
+/* The same string, quoted and escaped, written at o, which must have room for
+ * 6 * n + 3 bytes (block copies may touch bytes past the result); returns the
+ * end of what was written (no NUL). For writers that reserve room per record. */
+char *capid_json_escape(char *o, const char *s, size_t n);
 int capid_buf_json_int(struct capid_buf *b, int64_t v);
 int capid_buf_json_num(struct capid_buf *b, double v);
 /* Lowercase hex of n bytes. */
