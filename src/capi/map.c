@@ -1257,7 +1257,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         }
         id = s;
     } else {
-        id = capid_event_auto_id(ev);
+        id = capid_event_auto_id(ev, &m->sha, &m->scratch);
         n = strlen(id);
     }
     out->event_id = id;

@@ -649,17 +649,14 @@ int capid_json_write(struct capid_buf *b, const cJSON *v)
     return write_value(b, v, false);
 }
 
-const char *capid_event_auto_id(struct capid_event *ev)
+const char *capid_event_auto_id(struct capid_event *ev, struct capid_sha256 *h,
+                                struct capid_buf *scratch)
 {
     if (ev->auto_id[0])
         return ev->auto_id;
-    struct capid_buf b;
-    struct capid_sha256 h;
-    capid_buf_init(&b, 0);
-    if (write_value(&b, ev->root, true) || capid_sha256_init(&h))
+    capid_buf_reset(scratch);
+    if (write_value(scratch, ev->root, true))
         abort(); /* out of memory on a size-capped event */
-    capid_sha256_hex(&h, b.data, b.len, ev->auto_id);
-    capid_sha256_release(&h);
-    capid_buf_release(&b);
+    capid_sha256_hex(h, scratch->data, scratch->len, ev->auto_id);
     return ev->auto_id;
 }

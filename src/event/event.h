@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "util/buf.h"
+#include "util/sha256.h"
 #include "util/err.h"
 
 struct capid_limits {
@@ -74,6 +75,7 @@ bool capid_parse_timestamp(const cJSON *v, int64_t *sec);
 int capid_json_write(struct capid_buf *b, const cJSON *v);
 /* The deterministic id (hex SHA-256 of the canonical bytes: compact JSON with
  * object keys sorted bytewise), cached in ev->auto_id. */
-const char *capid_event_auto_id(struct capid_event *ev);
+const char *capid_event_auto_id(struct capid_event *ev, struct capid_sha256 *h,
+                                struct capid_buf *scratch);
 
 #endif
