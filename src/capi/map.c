@@ -1240,11 +1240,6 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     const char *name = jstr(capid_jget(ev->fb_int, "event_name"));
     if (!name || !*name)
         name = map_name(d, mb.root[R_EVENT_NAME]->valuestring);
-    size_t name_len = strlen(name); /* snprintf "%s", cut to fit */
-    if (name_len >= sizeof(out->name_buf))
-        name_len = sizeof(out->name_buf) - 1;
-    memcpy(out->name_buf, name, name_len);
-    out->name_buf[name_len] = '\0';
     out->event_name = name;
 
     const char *id = NULL;
@@ -1402,6 +1397,5 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         build_app_data(o, ev, &mb);
     capid_buf_putc(o, '}');
     m->stats.mapped++;
-    (void)s;
     return CAPID_OK;
 }

@@ -47,7 +47,6 @@ struct capid_mapped {
     const char *event_id;
     const char *action_source;
     int64_t event_time;
-    char name_buf[128];
     char id_buf[72];
 };
 
