@@ -1212,6 +1212,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     out->reason = CAPID_R_NONE;
     out->detail[0] = '\0';
     out->event_time = ev->event_time;
+    out->id_time = CAPID_NO_ID_TIME;
     fetch(&user_ks, ev->user, mb.user);
 
     /* Gate 1: consent (SPEC 4.5). */
@@ -1254,6 +1255,8 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     } else {
         id = capid_event_auto_id(ev, &m->sha, &m->scratch);
         n = strlen(id);
+        if (ev->has_time)
+            out->id_time = ev->event_time;
     }
     out->event_id = id;
 

@@ -39,6 +39,8 @@ struct capid_mapper {
  * the CAPI event; event_name, event_id and action_source point into the
  * mapper/event and stay valid until the next capid_map_event call or the
  * event's release. On a skip, detail says why in words. */
+#define CAPID_NO_ID_TIME INT64_MIN
+
 struct capid_mapped {
     enum capid_reason reason;
     char detail[200];
@@ -47,6 +49,12 @@ struct capid_mapped {
     const char *event_id;
     const char *action_source;
     int64_t event_time;
+    /* When event_id was derived from the event's bytes (SPEC 2: no id given)
+     * and those bytes carry the event's own timestamp, that time: the same id
+     * then always comes with the same time, and the queue puts it in front
+     * of the dedup key, so that such keys arrive in time order instead of
+     * at random places of the key tree. CAPID_NO_ID_TIME otherwise. */
+    int64_t id_time;
     char id_buf[72];
 };
 

@@ -71,7 +71,8 @@ static int read_fn(void *ctx, struct capid_pipe_chunk *c)
     struct file_run *fr = ctx;
     while (!capid_pipe_chunk_full(c)) {
         struct capid_import_input in;
-        struct capid_perr err = {0};
+        struct capid_perr err;
+        capid_perr_clear(&err);
         int rc = capid_import_src_next(fr->src, &in, &err);
         if (rc == 0)
             return 0;

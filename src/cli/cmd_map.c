@@ -77,7 +77,8 @@ static void map_line(struct map_run *r, size_t lineno, const char *s, size_t len
         [CAPID_EV_INVALID_EVENT] = CAPID_R_INVALID_EVENT,
     };
     struct capid_limits lim = {r->cfg->server.max_event_bytes, r->cfg->server.max_depth};
-    struct capid_perr err = {0};
+    struct capid_perr err;
+    capid_perr_clear(&err);
     struct capid_event ev;
     int64_t now = r->now ? r->now : capid_now_s();
     FILE *skips = r->explain ? stdout : stderr;

@@ -24,7 +24,7 @@ struct input {
 struct ev_ref {
     size_t dest;
     size_t name, id, src, payload, plen; /* src SIZE_MAX: none */
-    int64_t event_time;
+    int64_t event_time, id_time;
 };
 
 /* One outcome, in input order: a skip (detail in the arena), a bad input
@@ -139,7 +139,8 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
             add_res(c, k, SIZE_MAX, CAPID_R_INVALID_EVENT, s, SIZE_MAX);
             continue;
         }
-        struct capid_perr err = {0};
+        struct capid_perr err;
+        capid_perr_clear(&err);
         struct capid_event ev;
         int64_t now = o->now ? o->now : capid_now_s();
         enum capid_event_status st = capid_event_parse(&ev, s, in->len, &lim, now, &err);
@@ -166,6 +167,7 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
             e->payload = arena_str(c, out->json.data, out->json.len);
             e->plen = out->json.len;
             e->event_time = out->event_time;
+            e->id_time = out->id_time;
             add_res(c, k, i, CAPID_R_NONE, NULL, c->nev++);
         }
         capid_event_release(&ev);
@@ -245,6 +247,8 @@ static int commit_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk
             .event_id = a + e->id,
             .action_source = e->src == SIZE_MAX ? NULL : a + e->src,
             .event_time = e->event_time,
+            .has_id_time = e->id_time != CAPID_NO_ID_TIME,
+            .id_time = e->id_time,
             .payload = a + e->payload,
             .payload_len = e->plen,
             .result = CAPID_OK,

@@ -123,7 +123,7 @@ struct req {
 struct item_ref {
     size_t event, dest;
     size_t name, id, src, payload, plen; /* offsets in arena; src SIZE_MAX: none */
-    int64_t event_time;
+    int64_t event_time, id_time;
 };
 
 struct skip {
@@ -977,7 +977,7 @@ static unsigned process(struct capid_http *h, struct worker *w, struct req *r)
     for (size_t i = 0; i < w->batch.n; i++) {
         const struct capid_batch_event *be = &w->batch.ev[i];
         struct capid_event ev;
-        err = (struct capid_perr){0};
+        capid_perr_clear(&err);
         enum capid_event_status st =
             capid_event_parse(&ev, body + be->off, be->len, &c->lim, now, &err);
         const char *msg = err.msg ? err.msg : "invalid event";
@@ -1035,6 +1035,7 @@ static unsigned process(struct capid_http *h, struct worker *w, struct req *r)
             ir->payload = arena_str(w, m->json.data, m->json.len);
             ir->plen = m->json.len;
             ir->event_time = m->event_time;
+            ir->id_time = m->id_time;
         }
         capid_event_release(&ev);
     }
@@ -1058,6 +1059,8 @@ static unsigned process(struct capid_http *h, struct worker *w, struct req *r)
                 .event_id = a + ir->id,
                 .action_source = ir->src == SIZE_MAX ? NULL : a + ir->src,
                 .event_time = ir->event_time,
+                .has_id_time = ir->id_time != CAPID_NO_ID_TIME,
+                .id_time = ir->id_time,
                 .payload = a + ir->payload,
                 .payload_len = ir->plen,
             };

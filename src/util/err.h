@@ -30,6 +30,17 @@ struct capid_perr {
     char buf[512];
 };
 
+/* An empty report, without zeroing buf: hot loops declare one per event, and
+ * `= {0}` cleared 512 bytes each time (1.7% of `capid enqueue`'s mapping
+ * thread in perf). */
+static inline void capid_perr_clear(struct capid_perr *e)
+{
+    e->msg = NULL;
+    e->line = e->column = 0;
+    e->offset = (size_t)-1;
+    e->buf[0] = '\0';
+}
+
 void capid_perr_set(struct capid_perr *e, size_t offset, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
