@@ -414,6 +414,18 @@ def test_already_imported_is_refused_then_force_gives_duplicates():
     f = only_file(doc)
     assert f["queued"] == 0 and f["duplicates"] == 4, f
     assert sorted(r["event_id"] for r in env.rows()) == ids
+    # The ids are content hashes of rows with their own timestamps: their
+    # dedup keys lead with that time (docs/QUEUE.md), which keeps keys of a
+    # time-ordered file in order; the four keys are exactly these.
+    con = sqlite3.connect(env.db)
+    try:
+        keys = sorted(k for (k,) in con.execute("SELECT k FROM seen0 UNION ALL SELECT k FROM seen1"))
+        times = dict(con.execute("SELECT event_id, event_time FROM events"))
+    finally:
+        con.close()
+    want = sorted(b"shop\0Purchase\0\0" + ((times[i] + (1 << 63)) % (1 << 64)).to_bytes(8, "big")
+                  + i.encode() for i in ids)
+    assert keys == want, (keys, want)
 
 
 def test_rerun_of_a_changed_file_keeps_the_event_ids():

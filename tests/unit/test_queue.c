@@ -247,6 +247,56 @@ TEST(queue_dedup_refuses_within_window_and_accepts_after)
     capid_test_dir_release(&t);
 }
 
+/* A content-derived id (has_id_time) is keyed by its time first: copies
+ * meet as duplicates in the same call, across calls, and after the rotation
+ * of the key tables, and negative times sort before positive ones without
+ * mixing keys up. */
+static struct capid_queue_item timed(const char *id, int64_t t)
+{
+    struct capid_queue_item it = item("shop", "Purchase", id, "{}");
+    it.has_id_time = true;
+    it.id_time = t;
+    return it;
+}
+
+TEST(queue_dedup_of_content_ids_keyed_by_time)
+{
+    struct capid_test_dir t = capid_test_dir_new("queue");
+    struct capid_queue *q = qopen(t.path);
+    ASSERT_INT(capid_queue_housekeep(q, T0), 0); /* window 1 starts at T0 in seen0 */
+    const char *h = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    struct capid_queue_item a[4] = {timed(h, T0 - 100), timed(h, T0 - 100), timed("x", -5),
+                                    timed("x", 5)};
+    ASSERT_INT(capid_queue_enqueue(q, a, 4, T0, NULL), CAPID_OK);
+    ASSERT_INT(a[0].result, CAPID_OK);
+    ASSERT_INT(a[1].result, CAPID_EDUP);
+    ASSERT_INT(a[2].result, CAPID_OK);
+    ASSERT_INT(a[3].result, CAPID_OK); /* another time: another key (cannot happen for one id) */
+    struct capid_queue_item b = timed(h, T0 - 100);
+    ASSERT_INT(capid_queue_enqueue(q, &b, 1, T0 + W - 1, NULL), CAPID_OK);
+    ASSERT_INT(b.result, CAPID_EDUP);
+    /* The caller's id "x" is not the content id "x" of time 5: the forms never meet. */
+    ASSERT_INT(put1(q, "shop", "x", T0 + 1), CAPID_OK);
+    /* A key stored late in window 1 is found in the previous table after the swap. */
+    struct capid_queue_item c = timed("late", 7);
+    ASSERT_INT(capid_queue_enqueue(q, &c, 1, T0 + W - 10, NULL), CAPID_OK);
+    ASSERT_INT(c.result, CAPID_OK);
+    ASSERT_INT(capid_queue_housekeep(q, T0 + W), 0);
+    ASSERT_INT(sql_int(t.path, "SELECT value FROM meta WHERE key = 'seen_cur'"), 1);
+    c = timed("late", 7);
+    ASSERT_INT(capid_queue_enqueue(q, &c, 1, T0 + W + 1, NULL), CAPID_OK);
+    ASSERT_INT(c.result, CAPID_EDUP);
+    /* After the window, a new event again. */
+    struct capid_queue_item d = timed(h, T0 - 100);
+    ASSERT_INT(capid_queue_enqueue(q, &d, 1, T0 + W, NULL), CAPID_OK);
+    ASSERT_INT(d.result, CAPID_OK);
+    struct capid_queue_counts n;
+    ASSERT_INT(capid_queue_counts(q, "shop", &n), CAPID_OK);
+    ASSERT_INT(n.queued, 6); /* h twice (a window apart), x at -5 and 5, caller's x, late */
+    capid_queue_close(q);
+    capid_test_dir_release(&t);
+}
+
 TEST(queue_dedup_survives_purge_of_delivered_rows)
 {
     struct capid_test_dir t = capid_test_dir_new("queue");
