@@ -42,7 +42,10 @@ struct run {
     int read_errno;
     char *line;
     size_t linecap;
+    char *iobuf; /* stdio buffer of the open input */
 };
+
+#define IOBUF_SIZE ((size_t)1 << 20)
 
 static bool blank(const char *s, size_t n)
 {
@@ -63,6 +66,10 @@ static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
             const char *path = r->files[r->fi];
             r->in = strcmp(path, "-") ? fopen(path, "r") : stdin;
             r->lineno = 0;
+            /* stdio reads 4 KB per call by default: 30,000 read(2) calls for
+             * the 100,000-event bench corpus, on the mapping thread. */
+            if (r->in && (r->iobuf || (r->iobuf = malloc(IOBUF_SIZE))))
+                setvbuf(r->in, r->iobuf, _IOFBF, IOBUF_SIZE);
             if (!r->in) { /* checked before starting; vanished since */
                 fprintf(stderr, "capid enqueue: cannot read '%s': %s\n", path, strerror(errno));
                 r->fi++;
@@ -278,6 +285,7 @@ int capid_cmd_enqueue(int argc, char **argv)
     if (r.in && r.in != stdin)
         fclose(r.in);
     free(r.line);
+    free(r.iobuf);
 out:
     capid_queue_close(q);
     free(r.dests);

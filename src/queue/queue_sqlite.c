@@ -670,7 +670,10 @@ int capid_queue_open(struct capid_queue **out, const struct capid_queue_opts *o,
      * WAL after a checkpoint.
      * secure_delete FAST zeroes deleted content in pages written anyway but
      * does not write freed pages (Debian builds default to ON, which doubles
-     * the writes of payload deletion). */
+     * the writes of payload deletion).
+     * temp_store MEMORY keeps statement journals (multi-row inserts open
+     * one) in memory: they were two temp files per commit under /var/tmp,
+     * 40,000 of the 84,000 write calls of enqueueing 100,000 events. */
     int64_t page = 0;
     if ((rc = pragma_int(db, "PRAGMA page_size", &page)) != SQLITE_OK || page < 512) {
         ret = open_fail(err, o->path, code_of(rc), "", sqlite3_errmsg(db));
@@ -679,7 +682,7 @@ int capid_queue_open(struct capid_queue **out, const struct capid_queue_opts *o,
     snprintf(pragmas, sizeof(pragmas),
              "PRAGMA synchronous = %s; PRAGMA wal_autocheckpoint = %d;"
              " PRAGMA journal_size_limit = %d; PRAGMA cache_size = -8192;"
-             " PRAGMA secure_delete = FAST;"
+             " PRAGMA secure_delete = FAST; PRAGMA temp_store = MEMORY;"
              " PRAGMA foreign_keys = OFF",
              o->sync_normal ? "NORMAL" : "FULL", (int)(CKPT_BYTES / page), CKPT_HARD);
     rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
