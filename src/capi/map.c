@@ -296,6 +296,8 @@ int capid_mapper_init(struct capid_mapper *m)
     capid_buf_init(&m->scratch, 0);
     capid_buf_init(&m->cd, 0);
     capid_buf_init(&m->ud, 0);
+    if (!(m->memo = capid_sha256_memo_new()))
+        return CAPID_ENOMEM;
     return capid_sha256_init(&m->sha);
 }
 
@@ -307,6 +309,8 @@ void capid_mapper_release(struct capid_mapper *m)
     capid_buf_release(&m->cd);
     capid_buf_release(&m->ud);
     free(m->cd_entries);
+    capid_sha256_memo_free(m->memo);
+    m->memo = NULL;
 }
 
 void capid_mapped_init(struct capid_mapped *out)
@@ -533,6 +537,17 @@ static void ud_scalar(struct ud_state *u, const char *key_json, size_t key_len, 
     ud_tally(u, kind);
 }
 
+/* Keys whose normalised values repeat across events (a few hundred
+ * countries, states, genders; cities and zips follow the population), so
+ * their digests go through the mapper's memo. Not e-mail, phone, external_id
+ * or birth date: nearly unique per person, they would only evict. Not the
+ * names either: a memo keeps its values after the event is mapped, and raw
+ * names live only while an event is mapped (docs/ARCHITECTURE.md). */
+static const bool memo_key[CAPID_UK__COUNT] = {
+    [CAPID_UK_GE] = true, [CAPID_UK_CT] = true,      [CAPID_UK_ST] = true,
+    [CAPID_UK_ZP] = true, [CAPID_UK_COUNTRY] = true,
+};
+
 /* Adds one value (normalised + hashed, or raw) to the current key's list. */
 static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size_t n,
                       const struct capid_norm_ctx *ctx, bool raw, bool digest_only)
@@ -570,6 +585,8 @@ static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size
         if (hashed) {
             memcpy(hex, m->norm.data, 64);
             hex[64] = '\0';
+        } else if (memo_key[k]) {
+            capid_sha256_hex_memo(&m->sha, m->memo, m->norm.data, m->norm.len, hex);
         } else {
             capid_sha256_hex(&m->sha, m->norm.data, m->norm.len, hex);
         }

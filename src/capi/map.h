@@ -33,6 +33,7 @@ struct capid_mapper {
     bool year_known; /* max_year is next year at clock year_of */
     int64_t year_of;
     int max_year;
+    struct capid_sha256_memo *memo; /* digests of repeating values (geo, gender) */
 };
 
 /* What a mapping produced. On success reason == CAPID_R_NONE and json holds

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/err.h"
 
@@ -56,15 +57,74 @@ static void hex32(const unsigned char md[32], char *out)
 #endif
 }
 
-void capid_sha256_hex(struct capid_sha256 *h, const void *data, size_t len, char out[65])
+/* The 32 bytes of the SHA-256 of data. */
+static void digest(struct capid_sha256 *h, const void *data, size_t len, unsigned char md[32])
 {
-    unsigned char md[32];
     unsigned int mdlen = 0;
     /* Copying a context initialised once is cheaper than initialising one
      * per value (measured: ~90 instructions a digest). */
     if (EVP_MD_CTX_copy_ex(h->ctx, h->init) != 1 || EVP_DigestUpdate(h->ctx, data, len) != 1 ||
         EVP_DigestFinal_ex(h->ctx, md, &mdlen) != 1 || mdlen != 32)
         abort(); /* cannot fail with a fetched SHA-256 and a live context */
+}
+
+void capid_sha256_hex(struct capid_sha256 *h, const void *data, size_t len, char out[65])
+{
+    unsigned char md[32];
+    digest(h, data, len, md);
     hex32(md, out);
+    out[64] = '\0';
+}
+
+struct capid_sha256_memo *capid_sha256_memo_new(void)
+{
+    return calloc(1, sizeof(struct capid_sha256_memo));
+}
+
+void capid_sha256_memo_free(struct capid_sha256_memo *m)
+{
+    free(m);
+}
+
+/* The slot of p[0..n), n <= CAPID_SHA256_MEMO_MAX: every byte mixed in, a
+ * word at a time (the last word overlapping), then the length. */
+static inline size_t memo_slot(const unsigned char *p, size_t n)
+{
+    const uint64_t k = UINT64_C(0x9e3779b97f4a7c15);
+    uint64_t h = n, w;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&w, p + i, 8);
+            h = (h ^ w) * k;
+        }
+        memcpy(&w, p + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        w = (uint64_t)a << 32 | b;
+    } else {
+        w = n ? (uint64_t)p[0] << 16 | (uint64_t)p[n / 2] << 8 | p[n - 1] : 0;
+    }
+    h = (h ^ w) * k;
+    h ^= h >> 29;
+    return (size_t)(h * k >> 32) & (CAPID_SHA256_MEMO_SLOTS - 1);
+}
+
+void capid_sha256_hex_memo(struct capid_sha256 *h, struct capid_sha256_memo *memo, const void *data,
+                           size_t len, char out[65])
+{
+    if (!memo || !len || len > CAPID_SHA256_MEMO_MAX) {
+        capid_sha256_hex(h, data, len, out);
+        return;
+    }
+    const unsigned char *p = data;
+    struct capid_sha256_memo_slot *s = &memo->slot[memo_slot(p, len)];
+    if (s->len != len + 1 || memcmp(s->key, p, len) != 0) {
+        digest(h, data, len, s->md);
+        memcpy(s->key, p, len);
+        s->len = (unsigned char)(len + 1);
+    }
+    hex32(s->md, out);
     out[64] = '\0';
 }

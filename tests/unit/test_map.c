@@ -114,3 +114,59 @@ TEST(map_own_cases)
 {
     run_file("tests/data/mapping-cases.json");
 }
+
+/* One long-lived mapper (its digest memo and buffers warm from every case
+ * before, each case mapped twice) writes the same bytes as a fresh one. */
+static void run_file_warm(const char *path, struct capid_mapper *warm)
+{
+    char *json = capid_test_slurp(path, NULL);
+    cJSON *cases = json ? cJSON_Parse(json) : NULL;
+    ASSERT_TRUE(cJSON_IsArray(cases));
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, cases)
+    {
+        const cJSON *input = cJSON_GetObjectItemCaseSensitive(tc, "input");
+        int64_t now = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(tc, "now"));
+        struct capid_config *cfg = config_for(cJSON_GetObjectItemCaseSensitive(tc, "settings"));
+        if (!cfg)
+            continue;
+        char *text =
+            cJSON_IsString(input) ? strdup(input->valuestring) : cJSON_PrintUnformatted(input);
+        struct capid_limits lim = {cfg->server.max_event_bytes, cfg->server.max_depth};
+        struct capid_perr err = {0};
+        struct capid_event ev;
+        if (capid_event_parse(&ev, text, strlen(text), &lim, now, &err) == CAPID_EV_OK) {
+            struct capid_mapper cold;
+            struct capid_mapped want, got;
+            capid_mapper_init(&cold);
+            capid_mapped_init(&want);
+            capid_mapped_init(&got);
+            capid_map_event(&cold, &cfg->dests[0], &ev, now, &want);
+            for (int i = 0; i < 2; i++) {
+                capid_map_event(warm, &cfg->dests[0], &ev, now, &got);
+                ASSERT_INT(got.reason, want.reason);
+                ASSERT_STR(got.json.data ? got.json.data : "",
+                           want.json.data ? want.json.data : "");
+            }
+            capid_mapped_release(&got);
+            capid_mapped_release(&want);
+            capid_mapper_release(&cold);
+            capid_event_release(&ev);
+        }
+        free(text);
+        capid_config_free(cfg);
+    }
+    cJSON_Delete(cases);
+    free(json);
+}
+
+TEST(map_warm_mapper_writes_what_a_fresh_one_writes)
+{
+    struct capid_mapper warm;
+    ASSERT_INT(capid_geo_init(NULL, NULL), CAPID_OK);
+    ASSERT_INT(capid_mapper_init(&warm), CAPID_OK);
+    run_file_warm(capid_test_shared("vectors/mapping.json"), &warm);
+    run_file_warm("tests/data/mapping-cases.json", &warm);
+    run_file_warm(capid_test_shared("vectors/mapping.json"), &warm);
+    capid_mapper_release(&warm);
+}
