@@ -537,16 +537,29 @@ static void ud_scalar(struct ud_state *u, const char *key_json, size_t key_len, 
     ud_tally(u, kind);
 }
 
-/* Keys whose normalised values repeat across events (a few hundred
- * countries, states, genders; cities and zips follow the population), so
- * their digests go through the mapper's memo. Not e-mail, phone, external_id
- * or birth date: nearly unique per person, they would only evict. Not the
- * names either: a memo keeps its values after the event is mapped, and raw
- * names live only while an event is mapped (docs/ARCHITECTURE.md). */
-static const bool memo_key[CAPID_UK__COUNT] = {
-    [CAPID_UK_GE] = true, [CAPID_UK_CT] = true,      [CAPID_UK_ST] = true,
-    [CAPID_UK_ZP] = true, [CAPID_UK_COUNTRY] = true,
-};
+/* Keys whose values repeat across events (a few hundred countries, states,
+ * genders; cities and zips follow the population): their digests are
+ * remembered in the mapper's memo under the raw value, so that a repeat
+ * skips normalisation and hashing. The normalised value depends on the raw
+ * one alone, except zp, which also depends on whether the event's country is
+ * "us" (norm_zp): two tags. Not e-mail, phone, external_id or birth date
+ * (nearly unique per person: they would only evict), not the names (a memo
+ * keeps its keys after the event is mapped, and raw names live only while an
+ * event is mapped, docs/ARCHITECTURE.md). Returns the tag, or 0 for no memo. */
+static unsigned char memo_tag(enum capid_ukey k, const struct capid_norm_ctx *ctx)
+{
+    switch (k) {
+    case CAPID_UK_GE:
+    case CAPID_UK_CT:
+    case CAPID_UK_ST:
+    case CAPID_UK_COUNTRY:
+        return (unsigned char)(1 + 2 * k);
+    case CAPID_UK_ZP:
+        return (unsigned char)(1 + 2 * k + (ctx && ctx->country && !strcmp(ctx->country, "us")));
+    default:
+        return 0;
+    }
+}
 
 /* Adds one value (normalised + hashed, or raw) to the current key's list. */
 static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size_t n,
@@ -577,18 +590,22 @@ static void add_value(struct ud_state *u, enum capid_ukey k, const char *s, size
         hex[64] = '\0';
         v = hex, vlen = 64;
     } else {
-        bool hashed = false;
-        if (!capid_norm_value(k, s, n, ctx, &m->norm, &hashed)) {
-            m->stats.dropped_value[k]++;
-            return;
-        }
-        if (hashed) {
-            memcpy(hex, m->norm.data, 64);
-            hex[64] = '\0';
-        } else if (memo_key[k]) {
-            capid_sha256_hex_memo(&m->sha, m->memo, m->norm.data, m->norm.len, hex);
-        } else {
-            capid_sha256_hex(&m->sha, m->norm.data, m->norm.len, hex);
+        /* A memo hit skips normalisation and hashing. */
+        unsigned char tag = memo_tag(k, ctx);
+        if (!tag || !capid_sha256_memo_get(m->memo, tag, s, n, hex)) {
+            bool hashed = false;
+            if (!capid_norm_value(k, s, n, ctx, &m->norm, &hashed)) {
+                m->stats.dropped_value[k]++;
+                return;
+            }
+            if (hashed) {
+                memcpy(hex, m->norm.data, 64);
+                hex[64] = '\0';
+            } else if (tag) {
+                capid_sha256_memo_put(&m->sha, m->memo, tag, s, n, m->norm.data, m->norm.len, hex);
+            } else {
+                capid_sha256_hex(&m->sha, m->norm.data, m->norm.len, hex);
+            }
         }
         v = hex, vlen = 64;
     }

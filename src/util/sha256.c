@@ -86,12 +86,12 @@ void capid_sha256_memo_free(struct capid_sha256_memo *m)
     free(m);
 }
 
-/* The slot of p[0..n), n <= CAPID_SHA256_MEMO_MAX: every byte mixed in, a
- * word at a time (the last word overlapping), then the length. */
-static inline size_t memo_slot(const unsigned char *p, size_t n)
+/* The slot of (tag, p[0..n)), 0 < n <= CAPID_SHA256_MEMO_MAX: every byte
+ * mixed in, a word at a time (the last word overlapping), then the length. */
+static inline size_t memo_slot(unsigned char tag, const unsigned char *p, size_t n)
 {
     const uint64_t k = UINT64_C(0x9e3779b97f4a7c15);
-    uint64_t h = n, w;
+    uint64_t h = n | (uint64_t)tag << 8, w;
     if (n >= 8) {
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&w, p + i, 8);
@@ -104,27 +104,39 @@ static inline size_t memo_slot(const unsigned char *p, size_t n)
         memcpy(&b, p + n - 4, 4);
         w = (uint64_t)a << 32 | b;
     } else {
-        w = n ? (uint64_t)p[0] << 16 | (uint64_t)p[n / 2] << 8 | p[n - 1] : 0;
+        w = (uint64_t)p[0] << 16 | (uint64_t)p[n / 2] << 8 | p[n - 1];
     }
     h = (h ^ w) * k;
     h ^= h >> 29;
     return (size_t)(h * k >> 32) & (CAPID_SHA256_MEMO_SLOTS - 1);
 }
 
-void capid_sha256_hex_memo(struct capid_sha256 *h, struct capid_sha256_memo *memo, const void *data,
+bool capid_sha256_memo_get(const struct capid_sha256_memo *memo, unsigned char tag, const void *key,
                            size_t len, char out[65])
 {
-    if (!memo || !len || len > CAPID_SHA256_MEMO_MAX) {
-        capid_sha256_hex(h, data, len, out);
+    if (!memo || !len || len > CAPID_SHA256_MEMO_MAX)
+        return false;
+    const struct capid_sha256_memo_slot *s = &memo->slot[memo_slot(tag, key, len)];
+    if (s->len != len + 1 || s->tag != tag || memcmp(s->key, key, len) != 0)
+        return false;
+    hex32(s->md, out);
+    out[64] = '\0';
+    return true;
+}
+
+void capid_sha256_memo_put(struct capid_sha256 *h, struct capid_sha256_memo *memo,
+                           unsigned char tag, const void *key, size_t klen, const void *data,
+                           size_t dlen, char out[65])
+{
+    if (!memo || !klen || klen > CAPID_SHA256_MEMO_MAX) {
+        capid_sha256_hex(h, data, dlen, out);
         return;
     }
-    const unsigned char *p = data;
-    struct capid_sha256_memo_slot *s = &memo->slot[memo_slot(p, len)];
-    if (s->len != len + 1 || memcmp(s->key, p, len) != 0) {
-        digest(h, data, len, s->md);
-        memcpy(s->key, p, len);
-        s->len = (unsigned char)(len + 1);
-    }
+    struct capid_sha256_memo_slot *s = &memo->slot[memo_slot(tag, key, klen)];
+    digest(h, data, dlen, s->md);
+    memcpy(s->key, key, klen);
+    s->len = (unsigned char)(klen + 1);
+    s->tag = tag;
     hex32(s->md, out);
     out[64] = '\0';
 }

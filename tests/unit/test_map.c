@@ -170,3 +170,49 @@ TEST(map_warm_mapper_writes_what_a_fresh_one_writes)
     run_file_warm(capid_test_shared("vectors/mapping.json"), &warm);
     capid_mapper_release(&warm);
 }
+
+/* The zp memo keys on the raw zip and on whether the event is in the US:
+ * a US ZIP+4 without its dash keeps 5 digits, elsewhere all 9 (SPEC 5). */
+TEST(map_memo_keeps_us_and_other_zips_apart)
+{
+    static const char *const events[] = {
+        "{\"event_name\":\"page_view\",\"context\":{\"event_id\":\"a\",\"event_timestamp\":"
+        "1763996400000,\"page\":{\"url\":\"https://s.example/\"},\"device\":{\"user_agent\":"
+        "\"UA\"}},\"user\":{\"email\":\"a@example.com\",\"zipcode\":\"123456789\",\"country\":"
+        "\"US\",\"city\":\"Paris\"}}",
+        "{\"event_name\":\"page_view\",\"context\":{\"event_id\":\"b\",\"event_timestamp\":"
+        "1763996400000,\"page\":{\"url\":\"https://s.example/\"},\"device\":{\"user_agent\":"
+        "\"UA\"}},\"user\":{\"email\":\"a@example.com\",\"zipcode\":\"123456789\",\"country\":"
+        "\"France\",\"city\":\"Paris\"}}",
+    };
+    static const char *const zp[] = {
+        "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5", /* "12345" */
+        "15e2b0d3c33891ebb0f1ef609ec419420c20e320ce94c65fbc8c3312448eb225", /* "123456789" */
+    };
+    struct capid_config *cfg = config_for(NULL);
+    struct capid_mapper m;
+    struct capid_mapped out;
+    ASSERT_TRUE(cfg != NULL);
+    if (!cfg)
+        return;
+    ASSERT_INT(capid_geo_init(NULL, NULL), CAPID_OK);
+    ASSERT_INT(capid_mapper_init(&m), CAPID_OK);
+    capid_mapped_init(&out);
+    for (int round = 0; round < 4; round++) {
+        int i = round % 2;
+        struct capid_limits lim = CAPID_LIMITS_DEFAULT;
+        struct capid_perr err = {0};
+        struct capid_event ev;
+        ASSERT_INT(capid_event_parse(&ev, events[i], strlen(events[i]), &lim, 1764000000, &err),
+                   CAPID_EV_OK);
+        capid_map_event(&m, &cfg->dests[0], &ev, 1764000000, &out);
+        ASSERT_INT(out.reason, CAPID_R_NONE);
+        char want[80];
+        snprintf(want, sizeof(want), "\"zp\":[\"%s\"]", zp[i]);
+        ASSERT_TRUE(out.json.data && strstr(out.json.data, want));
+        capid_event_release(&ev);
+    }
+    capid_mapped_release(&out);
+    capid_mapper_release(&m);
+    capid_config_free(cfg);
+}

@@ -51,12 +51,12 @@ TEST(sha256_known_digests)
     capid_sha256_release(&h);
 }
 
-/* The slot of a value the memo holds (-1 if none): found by content. */
-static int memo_slot_of(const struct capid_sha256_memo *m, const char *v)
+/* The slot holding (tag, key) (-1 if none): found by content. */
+static int memo_slot_of(const struct capid_sha256_memo *m, unsigned char tag, const char *key)
 {
-    size_t n = strlen(v);
+    size_t n = strlen(key);
     for (int i = 0; i < CAPID_SHA256_MEMO_SLOTS; i++)
-        if (m->slot[i].len == n + 1 && memcmp(m->slot[i].key, v, n) == 0)
+        if (m->slot[i].len == n + 1 && m->slot[i].tag == tag && memcmp(m->slot[i].key, key, n) == 0)
             return i;
     return -1;
 }
@@ -69,39 +69,64 @@ static int memo_used(const struct capid_sha256_memo *m)
     return used;
 }
 
+/* What the mapper does: the digest of a value derived from key (here the
+ * key upper-cased, or reversed under tag 2), through the memo. */
+static void memo_hex(struct capid_sha256 *h, struct capid_sha256_memo *m, unsigned char tag,
+                     const char *key, char out[65])
+{
+    char v[64];
+    size_t n = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        v[i] = tag == 2 ? key[n - 1 - i]
+                        : (char)(key[i] >= 'a' && key[i] <= 'z' ? key[i] - 32 : key[i]);
+    if (!capid_sha256_memo_get(m, tag, key, n, out))
+        capid_sha256_memo_put(h, m, tag, key, n, v, n, out);
+}
+
+static void fresh_hex(struct capid_sha256 *h, unsigned char tag, const char *key, char out[65])
+{
+    char v[64];
+    size_t n = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        v[i] = tag == 2 ? key[n - 1 - i]
+                        : (char)(key[i] >= 'a' && key[i] <= 'z' ? key[i] - 32 : key[i]);
+    capid_sha256_hex(h, v, n, out);
+}
+
 TEST(sha256_memo_hits_and_misses_give_the_fresh_digest)
 {
     struct capid_sha256 h;
     struct capid_sha256_memo *m = capid_sha256_memo_new();
     char got[65], want[65];
-    const char *vals[] = {"fr",
+    const char *keys[] = {"fr",
                           "us",
                           "paris",
                           "75005",
                           "f",
                           "m",
-                          "newyork",
+                          "new york",
                           "10001",
-                          "saintremydeprovence",
-                          "0123456789abcdef0123456789abcdef0123456789abcd"};
+                          "saint-remy-de-provence",
+                          "0123456789abcdef0123456789abcdef0123456789ab"};
     ASSERT_TRUE(m != NULL);
     ASSERT_INT(capid_sha256_init(&h), CAPID_OK);
     for (int round = 0; round < 3; round++) {
-        for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
-            size_t n = strlen(vals[i]);
-            capid_sha256_hex(&h, vals[i], n, want);
-            capid_sha256_hex_memo(&h, m, vals[i], n, got);
-            ASSERT_STR(got, want);
-            ASSERT_TRUE(memo_slot_of(m, vals[i]) >= 0); /* <= CAPID_SHA256_MEMO_MAX: kept */
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+            for (unsigned char tag = 1; tag <= 2; tag++) { /* one key, two tags: two digests */
+                fresh_hex(&h, tag, keys[i], want);
+                memo_hex(&h, m, tag, keys[i], got);
+                ASSERT_STR(got, want);
+                ASSERT_TRUE(memo_slot_of(m, tag, keys[i]) >= 0); /* short enough: kept */
+                ASSERT_TRUE(round == 0 ||
+                            capid_sha256_memo_get(m, tag, keys[i], strlen(keys[i]), got));
+                ASSERT_STR(got, want);
+            }
         }
     }
-    /* A prefix and an extension of a kept value are other values. */
-    capid_sha256_hex(&h, "pari", 4, want);
-    capid_sha256_hex_memo(&h, m, "pari", 4, got);
-    ASSERT_STR(got, want);
-    capid_sha256_hex(&h, "parisx", 6, want);
-    capid_sha256_hex_memo(&h, m, "parisx", 6, got);
-    ASSERT_STR(got, want);
+    /* A prefix and an extension of a kept key are other keys. */
+    ASSERT_TRUE(!capid_sha256_memo_get(m, 1, "pari", 4, got));
+    ASSERT_TRUE(!capid_sha256_memo_get(m, 1, "parisx", 6, got));
+    ASSERT_TRUE(!capid_sha256_memo_get(m, 3, "paris", 5, got));
     capid_sha256_memo_free(m);
     capid_sha256_release(&h);
 }
@@ -111,57 +136,61 @@ TEST(sha256_memo_slot_collisions_replace_and_compare_all_bytes)
     struct capid_sha256 h;
     struct capid_sha256_memo *m = capid_sha256_memo_new();
     char a[32], b[32], got[65], want[65];
-    int sa = -1, sb = -1;
+    int slot = -1, slot_of[4096];
     ASSERT_INT(capid_sha256_init(&h), CAPID_OK);
-    /* Two values of one slot: birthday search over v0, v1, ... */
-    int slot_of[4096];
-    for (int i = 0; i < 4096 && sb < 0; i++) {
+    /* Two keys of one slot: a birthday search over v0, v1, ... */
+    for (int i = 0; i < 4096 && slot < 0; i++) {
         snprintf(b, sizeof(b), "v%d", i);
-        capid_sha256_hex_memo(&h, m, b, strlen(b), got);
-        slot_of[i] = memo_slot_of(m, b);
-        for (int j = 0; j < i; j++) {
+        memo_hex(&h, m, 1, b, got);
+        slot_of[i] = memo_slot_of(m, 1, b);
+        for (int j = 0; j < i && slot < 0; j++) {
             if (slot_of[j] == slot_of[i]) {
                 snprintf(a, sizeof(a), "v%d", j);
-                sa = sb = slot_of[i];
-                break;
+                slot = slot_of[i];
             }
         }
     }
-    ASSERT_TRUE(sb >= 0);
-    /* Alternate them: each lookup must give its own digest and take the slot. */
+    ASSERT_TRUE(slot >= 0);
+    /* Alternate them: each gives its own digest and takes the slot. */
     for (int round = 0; round < 4; round++) {
-        const char *v = round % 2 ? a : b;
-        capid_sha256_hex(&h, v, strlen(v), want);
-        capid_sha256_hex_memo(&h, m, v, strlen(v), got);
+        const char *v = round % 2 ? b : a, *other = round % 2 ? a : b;
+        ASSERT_TRUE(!capid_sha256_memo_get(m, 1, v, strlen(v), got));
+        fresh_hex(&h, 1, v, want);
+        memo_hex(&h, m, 1, v, got);
         ASSERT_STR(got, want);
-        ASSERT_INT(memo_slot_of(m, v), sa);
-        ASSERT_INT(memo_slot_of(m, round % 2 ? b : a), -1);
+        ASSERT_INT(memo_slot_of(m, 1, v), slot);
+        ASSERT_INT(memo_slot_of(m, 1, other), -1);
     }
     capid_sha256_memo_free(m);
     capid_sha256_release(&h);
 }
 
-TEST(sha256_memo_long_and_empty_values_bypass_it)
+TEST(sha256_memo_long_and_empty_keys_are_not_kept)
 {
     struct capid_sha256 h;
     struct capid_sha256_memo *m = capid_sha256_memo_new();
-    char v[CAPID_SHA256_MEMO_MAX + 2], got[65], want[65];
+    char k[CAPID_SHA256_MEMO_MAX + 2], got[65], want[65];
     ASSERT_INT(capid_sha256_init(&h), CAPID_OK);
-    memset(v, 'x', sizeof(v) - 1);
-    v[sizeof(v) - 1] = '\0';
-    capid_sha256_hex(&h, v, CAPID_SHA256_MEMO_MAX + 1, want);
-    capid_sha256_hex_memo(&h, m, v, CAPID_SHA256_MEMO_MAX + 1, got);
+    memset(k, 'x', sizeof(k) - 1);
+    k[sizeof(k) - 1] = '\0';
+    fresh_hex(&h, 1, k, want);
+    memo_hex(&h, m, 1, k, got);
     ASSERT_STR(got, want);
-    capid_sha256_hex_memo(&h, m, "", 0, got);
+    ASSERT_TRUE(!capid_sha256_memo_get(m, 1, k, strlen(k), got));
+    capid_sha256_memo_put(&h, m, 1, "", 0, "", 0, got);
     ASSERT_STR(got, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    ASSERT_TRUE(!capid_sha256_memo_get(m, 1, "", 0, got));
     ASSERT_INT(memo_used(m), 0);
-    /* The longest kept value, and a NULL memo. */
-    v[CAPID_SHA256_MEMO_MAX] = '\0';
-    capid_sha256_hex(&h, v, CAPID_SHA256_MEMO_MAX, want);
-    capid_sha256_hex_memo(&h, m, v, CAPID_SHA256_MEMO_MAX, got);
+    /* The longest kept key, and a NULL memo. */
+    k[CAPID_SHA256_MEMO_MAX] = '\0';
+    fresh_hex(&h, 1, k, want);
+    memo_hex(&h, m, 1, k, got);
     ASSERT_STR(got, want);
     ASSERT_INT(memo_used(m), 1);
-    capid_sha256_hex_memo(&h, NULL, v, CAPID_SHA256_MEMO_MAX, got);
+    ASSERT_TRUE(capid_sha256_memo_get(m, 1, k, CAPID_SHA256_MEMO_MAX, got));
+    ASSERT_STR(got, want);
+    ASSERT_TRUE(!capid_sha256_memo_get(NULL, 1, k, CAPID_SHA256_MEMO_MAX, got));
+    memo_hex(&h, NULL, 1, k, got);
     ASSERT_STR(got, want);
     capid_sha256_memo_free(m);
     capid_sha256_memo_free(NULL);
