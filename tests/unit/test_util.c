@@ -4,6 +4,9 @@
 #include "util/err.h"
 #include "util/sha256.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 TEST(buf_refuses_to_grow_past_max)
 {
     struct capid_buf b;
@@ -195,4 +198,69 @@ TEST(sha256_memo_long_and_empty_keys_are_not_kept)
     capid_sha256_memo_free(m);
     capid_sha256_memo_free(NULL);
     capid_sha256_release(&h);
+}
+
+/* What capid_json_escape must write, a byte at a time. */
+static size_t escape_ref(char *o, const unsigned char *s, size_t n)
+{
+    size_t k = 0;
+    o[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        const char *e = c == '"'    ? "\\\""
+                        : c == '\\' ? "\\\\"
+                        : c == '\n' ? "\\n"
+                        : c == '\r' ? "\\r"
+                        : c == '\t' ? "\\t"
+                        : c == '\b' ? "\\b"
+                        : c == '\f' ? "\\f"
+                                    : NULL;
+        if (e)
+            k += (size_t)sprintf(o + k, "%s", e);
+        else if (c < 0x20)
+            k += (size_t)sprintf(o + k, "\\u%04x", c);
+        else
+            o[k++] = (char)c;
+    }
+    o[k++] = '"';
+    return k;
+}
+
+/* Every length 0..40, one special byte (or none) at every position, the
+ * string at every alignment and ending right before an unmapped page. */
+TEST(json_escape_special_bytes_at_every_position_and_length)
+{
+    static const unsigned char specials[] = {0, '"', '\\', '\n', 0x01, 0x1f, '\t', 0xc3};
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned char *map =
+        mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_TRUE(map != MAP_FAILED);
+    if (map == MAP_FAILED)
+        return;
+    ASSERT_INT(mprotect(map + page, (size_t)page, PROT_NONE), 0);
+    char got[6 * 40 + 3 + 16], want[6 * 40 + 3];
+    int bad = 0;
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t pos = 0; pos <= n; pos++) { /* pos == n: no special byte */
+            for (size_t sp = 0; sp < sizeof(specials); sp++) {
+                for (size_t at = 0; at < 2; at++) { /* 0: before the guard page, 1: mid-page */
+                    unsigned char *s = at ? map + 100 + pos % 16 : map + page - n;
+                    for (size_t i = 0; i < n; i++)
+                        s[i] = (unsigned char)('a' + i % 26);
+                    if (pos < n)
+                        s[pos] = specials[sp];
+                    if (specials[sp] == 0xc3 && pos + 1 < n)
+                        s[pos + 1] = 0xa9; /* é: copied as is */
+                    size_t wn = escape_ref(want, s, n);
+                    char *end = capid_json_escape(got, (const char *)s, n);
+                    if ((size_t)(end - got) != wn || memcmp(got, want, wn)) {
+                        if (bad++ < 5)
+                            capid_test_fail(__FILE__, __LINE__, "n %zu pos %zu byte 0x%02x: %.*s",
+                                            n, pos, specials[sp], (int)(end - got), got);
+                    }
+                }
+            }
+        }
+    }
+    munmap(map, (size_t)page * 2);
 }
