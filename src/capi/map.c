@@ -142,10 +142,17 @@ static const char *const product_names[PR__COUNT] = {
     "category_2", "category_3", "category_4", "category_5",
 };
 
+#define ROOT_SEEN 32
+
 /* The members of an event that mapping reads, fetched once per event. */
 struct members {
     const cJSON *root[R__COUNT], *user[U__COUNT], *device[D__COUNT], *page[P__COUNT],
         *context[C__COUNT];
+    /* The first root_seen members of the root, in order: their index in
+     * root_names (-1: none) and key length, for custom_data (fetch_root). */
+    unsigned root_seen;
+    signed char root_idx[ROOT_SEEN];
+    size_t root_klen[ROOT_SEEN];
 };
 
 /* Names looked up together. Bit i of by_first[b & 31] is set when names[i]
@@ -196,10 +203,9 @@ static inline bool mem_eq(const char *a, const char *b, size_t n)
     return !n || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
 }
 
-/* The index of key in ks, or -1. */
-static inline int ks_index(const struct keyset *ks, const char *key)
+/* The index of key (n bytes) in ks, or -1. */
+static inline int ks_index_n(const struct keyset *ks, const char *key, size_t n)
 {
-    size_t n = strlen(key);
     uint32_t m = ks->by_first[(unsigned char)key[0] & 31] & ks->by_len[n & 31];
     for (; m; m &= m - 1) {
         unsigned i = (unsigned)__builtin_ctz(m);
@@ -207,6 +213,11 @@ static inline int ks_index(const struct keyset *ks, const char *key)
             return (int)i;
     }
     return -1;
+}
+
+static inline int ks_index(const struct keyset *ks, const char *key)
+{
+    return ks_index_n(ks, key, strlen(key));
 }
 
 /* out[i] = capid_jget(obj, ks->names[i]) for every i, in one pass. */
@@ -219,6 +230,28 @@ static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
         int i = c->string ? ks_index(ks, c->string) : -1;
         if (i >= 0 && !out[i])
             out[i] = c;
+    }
+}
+
+/* fetch of the root into mb->root, also keeping what custom_data reads of
+ * each member again (its index and key length: ~15 strlen an event fewer). */
+static void fetch_root(const cJSON *obj, struct members *mb)
+{
+    unsigned pos = 0;
+    memset(mb->root, 0, sizeof(mb->root));
+    mb->root_seen = 0;
+    if (!j_type(obj, cJSON_Object))
+        return;
+    for (const cJSON *c = obj->child; c; c = c->next, pos++) {
+        size_t n = c->string ? strlen(c->string) : 0;
+        int i = c->string ? ks_index_n(&root_ks, c->string, n) : -1;
+        if (pos < ROOT_SEEN) {
+            mb->root_idx[pos] = (signed char)i;
+            mb->root_klen[pos] = n;
+            mb->root_seen = pos + 1;
+        }
+        if (i >= 0 && !mb->root[i])
+            mb->root[i] = c;
     }
 }
 
@@ -889,28 +922,18 @@ static void cd_set_num(struct cd_state *c, const char *key, size_t klen, double 
     cd_end(c, e);
 }
 
-/* A member of the event under its own key. */
-static void cd_put_json(struct cd_state *c, const cJSON *v, bool fresh)
+/* A member of the event under its own key (klen bytes). */
+static void cd_put_json(struct cd_state *c, const cJSON *v, size_t klen, bool fresh)
 {
     enum cd_type t = j_type(v, cJSON_String) ? CD_STR : j_type(v, cJSON_Number) ? CD_NUM : CD_OTHER;
-    struct cd_entry *e = cd_start(c, v->string, strlen(v->string), t, fresh);
+    struct cd_entry *e = cd_start(c, v->string, klen, t, fresh);
     capid_json_write(c->b, v);
     cd_end(c, e);
 }
 
 static void cd_set_json(struct cd_state *c, const cJSON *v)
 {
-    cd_put_json(c, v, false);
-}
-
-static void cd_add_json(struct cd_state *c, const cJSON *v)
-{
-    cd_put_json(c, v, true);
-}
-
-static bool is_reserved(const char *k)
-{
-    return (unsigned)ks_index(&root_ks, k) < R__RESERVED;
+    cd_put_json(c, v, strlen(v->string), false);
 }
 
 /* SPEC 4.4 PII guard: an e-mail address (x@y.z). */
@@ -1032,17 +1055,27 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
 
     /* Step 1: top-level scalars, except reserved keys and PII. The keys of
      * an event are distinct (event.c), so each is a new entry. */
-    for (const cJSON *v = ev->root->child; v; v = v->next) {
-        if (is_reserved(v->string))
+    unsigned pos = 0;
+    for (const cJSON *v = ev->root->child; v; v = v->next, pos++) {
+        int i;
+        size_t klen;
+        if (pos < mb->root_seen) {
+            i = mb->root_idx[pos];
+            klen = mb->root_klen[pos];
+        } else {
+            klen = strlen(v->string);
+            i = ks_index_n(&root_ks, v->string, klen);
+        }
+        if ((unsigned)i < R__RESERVED)
             continue;
         if (j_type(v, cJSON_String)) {
             if (pii_guard(v->valuestring)) {
                 m->stats.pii_guarded++;
                 continue;
             }
-            cd_add_json(c, v);
+            cd_put_json(c, v, klen, true);
         } else if (j_type(v, cJSON_Number) || j_bool(v)) {
-            cd_add_json(c, v);
+            cd_put_json(c, v, klen, true);
         }
     }
 
@@ -1266,7 +1299,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
         }
     }
 
-    fetch(&root_ks, ev->root, mb.root);
+    fetch_root(ev->root, &mb);
     fetch(&device_ks, ev->device, mb.device);
     fetch(&page_ks, ev->page, mb.page);
     fetch(&context_ks, ev->context, mb.context);

@@ -216,3 +216,45 @@ TEST(map_memo_keeps_us_and_other_zips_apart)
     capid_mapper_release(&m);
     capid_config_free(cfg);
 }
+
+/* custom_data step 1 reads the root's members from what fetch_root kept
+ * for the first 32 and looks the others up itself: both the same. */
+TEST(map_custom_data_from_more_than_32_top_level_members)
+{
+    char ev_json[4096], want[64];
+    int n = snprintf(ev_json, sizeof(ev_json),
+                     "{\"event_name\":\"page_view\",\"context\":{\"event_id\":\"a\","
+                     "\"event_timestamp\":1763996400000,\"page\":{\"url\":\"https://s.example/\"},"
+                     "\"device\":{\"user_agent\":\"UA\"}},\"user\":{\"email\":\"a@example.com\"}");
+    for (int i = 0; i < 40; i++) /* members 4..43; reserved ones at 20 and 40 */
+        n += i == 16   ? snprintf(ev_json + n, sizeof(ev_json) - (size_t)n, ",\"fbp\":\"x\"")
+             : i == 36 ? snprintf(ev_json + n, sizeof(ev_json) - (size_t)n, ",\"source_key\":\"y\"")
+                       : snprintf(ev_json + n, sizeof(ev_json) - (size_t)n, ",\"k%d\":%d", i, i);
+    snprintf(ev_json + n, sizeof(ev_json) - (size_t)n, "}");
+    struct capid_config *cfg = config_for(NULL);
+    struct capid_mapper m;
+    struct capid_mapped out;
+    struct capid_limits lim = CAPID_LIMITS_DEFAULT;
+    struct capid_perr err = {0};
+    struct capid_event ev;
+    if (!cfg)
+        return;
+    ASSERT_INT(capid_geo_init(NULL, NULL), CAPID_OK);
+    ASSERT_INT(capid_mapper_init(&m), CAPID_OK);
+    capid_mapped_init(&out);
+    ASSERT_INT(capid_event_parse(&ev, ev_json, strlen(ev_json), &lim, 1764000000, &err),
+               CAPID_EV_OK);
+    capid_map_event(&m, &cfg->dests[0], &ev, 1764000000, &out);
+    ASSERT_INT(out.reason, CAPID_R_NONE);
+    const char *cd = out.json.data ? strstr(out.json.data, "\"custom_data\":{") : NULL;
+    ASSERT_TRUE(cd != NULL);
+    for (int i = 0; cd && i < 40; i++) {
+        snprintf(want, sizeof(want), "\"k%d\":%d", i, i);
+        ASSERT_TRUE((strstr(cd, want) != NULL) == (i != 16 && i != 36));
+    }
+    ASSERT_TRUE(cd && !strstr(cd, "\"fbp\"") && !strstr(cd, "source_key"));
+    capid_event_release(&ev);
+    capid_mapped_release(&out);
+    capid_mapper_release(&m);
+    capid_config_free(cfg);
+}
