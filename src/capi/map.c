@@ -215,11 +215,6 @@ static inline int ks_index_n(const struct keyset *ks, const char *key, size_t n)
     return -1;
 }
 
-static inline int ks_index(const struct keyset *ks, const char *key)
-{
-    return ks_index_n(ks, key, strlen(key));
-}
-
 /* out[i] = capid_jget(obj, ks->names[i]) for every i, in one pass. */
 static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
 {
@@ -227,7 +222,7 @@ static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
     if (!j_type(obj, cJSON_Object))
         return;
     for (const cJSON *c = obj->child; c; c = c->next) {
-        int i = c->string ? ks_index(ks, c->string) : -1;
+        int i = c->string ? ks_index_n(ks, c->string, capid_jkey_len(c)) : -1;
         if (i >= 0 && !out[i])
             out[i] = c;
     }
@@ -243,7 +238,7 @@ static void fetch_root(const cJSON *obj, struct members *mb)
     if (!j_type(obj, cJSON_Object))
         return;
     for (const cJSON *c = obj->child; c; c = c->next, pos++) {
-        size_t n = c->string ? strlen(c->string) : 0;
+        size_t n = c->string ? capid_jkey_len(c) : 0;
         int i = c->string ? ks_index_n(&root_ks, c->string, n) : -1;
         if (pos < ROOT_SEEN) {
             mb->root_idx[pos] = (signed char)i;
@@ -768,7 +763,7 @@ static void build_user_data(struct ud_state *u, const struct capid_dest *d, stru
 
     v = first_of(capid_jget(ov, "client_user_agent"), mb->device[D_USER_AGENT], NULL);
     if (jstr(v) && v->valuestring[0])
-        UD_SCALAR(u, "client_user_agent", UD_UA, v->valuestring, strlen(v->valuestring));
+        UD_SCALAR(u, "client_user_agent", UD_UA, v->valuestring, capid_jstr_len(v));
 
     const char *cookie = jstr(mb->device[D_COOKIE]);
     if (!cookie)
@@ -933,7 +928,7 @@ static void cd_put_json(struct cd_state *c, const cJSON *v, size_t klen, bool fr
 
 static void cd_set_json(struct cd_state *c, const cJSON *v)
 {
-    cd_put_json(c, v, strlen(v->string), false);
+    cd_put_json(c, v, capid_jkey_len(v), false);
 }
 
 /* SPEC 4.4 PII guard: an e-mail address (x@y.z). */
@@ -967,9 +962,8 @@ static bool looks_like_e164(const char *s, size_t n)
     return digits >= 8 && digits <= 15;
 }
 
-static bool pii_guard(const char *s)
+static bool pii_guard(const char *s, size_t n)
 {
-    size_t n = strlen(s);
     trim_ascii(&s, &n);
     return looks_like_email(s, n) || looks_like_e164(s, n);
 }
@@ -1069,7 +1063,7 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
         if ((unsigned)i < R__RESERVED)
             continue;
         if (j_type(v, cJSON_String)) {
-            if (pii_guard(v->valuestring)) {
+            if (pii_guard(v->valuestring, capid_jstr_len(v))) {
                 m->stats.pii_guarded++;
                 continue;
             }
@@ -1311,6 +1305,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     out->event_name = name;
 
     const char *id = NULL;
+    size_t id_len;
     const cJSON *idv =
         first_of(capid_jget(ev->fb_int, "event_id"), mb.root[R_EVENT_ID], mb.context[C_EVENT_ID]);
     if (idv && capid_jtext(idv, &s, &n, num) && n) {
@@ -1319,9 +1314,10 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
             s = out->id_buf;
         }
         id = s;
+        id_len = n;
     } else {
         id = capid_event_auto_id(ev, &m->sha, &m->scratch);
-        n = strlen(id);
+        id_len = strlen(id);
         if (ev->has_time)
             out->id_time = ev->event_time;
     }
@@ -1340,6 +1336,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     const char *url = jstr(urlv) && urlv->valuestring[0] ? urlv->valuestring : NULL;
     const cJSON *refv = first_of(mb.page[P_REFERRER], mb.root[R_REFERRER], NULL);
     const char *ref = jstr(refv) && refv->valuestring[0] ? refv->valuestring : NULL;
+    size_t url_len = url ? capid_jstr_len(urlv) : 0, ref_len = ref ? capid_jstr_len(refv) : 0;
 
     if (!m->year_known || m->year_of != now) { /* gmtime_r once per clock value */
         struct tm tm;
@@ -1404,16 +1401,16 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     capid_buf_puts(o, ",\"event_time\":");
     capid_buf_json_int(o, ev->event_time);
     PUT_KEY(o, "event_id");
-    capid_buf_json_str(o, id, strlen(id));
+    capid_buf_json_str(o, id, id_len);
     PUT_KEY(o, "action_source");
     capid_buf_json_str(o, as, strlen(as));
     if (url) {
         PUT_KEY(o, "event_source_url");
-        capid_buf_json_str(o, url, strlen(url));
+        capid_buf_json_str(o, url, url_len);
     }
     if (ref) {
         PUT_KEY(o, "referrer_url");
-        capid_buf_json_str(o, ref, strlen(ref));
+        capid_buf_json_str(o, ref, ref_len);
     }
     const cJSON *opt = capid_jget(ev->fb_int, "opt_out");
     if (j_bool(opt)) {

@@ -254,7 +254,7 @@ bool capid_jtext(const cJSON *v, const char **s, size_t *len, char numbuf[32])
         return false;
     if (j_type(v, cJSON_String) && v->valuestring) {
         *s = v->valuestring;
-        *len = strlen(v->valuestring);
+        *len = capid_jstr_len(v);
         return true;
     }
     if (j_type(v, cJSON_Number) && isfinite(v->valuedouble)) {
@@ -602,7 +602,7 @@ static int write_object(struct capid_buf *b, const cJSON *v, bool sorted)
         if (i)
             rc = capid_buf_putc(b, ',');
         if (!rc)
-            rc = capid_buf_json_str(b, k->string, strlen(k->string));
+            rc = capid_buf_json_str(b, k->string, capid_jkey_len(k));
         if (!rc)
             rc = capid_buf_putc(b, ':');
         if (!rc)
@@ -626,7 +626,7 @@ static int write_value(struct capid_buf *b, const cJSON *v, bool sorted)
     case cJSON_Number:
         return capid_buf_json_num(b, v->valuedouble);
     case cJSON_String:
-        return capid_buf_json_str(b, v->valuestring, strlen(v->valuestring));
+        return capid_buf_json_str(b, v->valuestring, capid_jstr_len(v));
     case cJSON_Raw:
         return capid_buf_puts(b, v->valuestring);
     case cJSON_Object:

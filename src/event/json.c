@@ -646,6 +646,10 @@ enum capid_event_status capid_json_parse_event(const char *json, size_t len,
     cJSON *root = NULL, *parent = NULL, *node;
     const cJSON *dup = NULL;
     size_t stack_cap = 64, i = 0, keylen = 0, slen;
+    /* Lengths for valueint (event.h: capid_jkey_len, capid_jstr_len), when the input
+     * is short enough for every key and string to fit their bits. */
+    const unsigned lmask = len < 0x7fff ? ~0u : 0u;
+    unsigned kenc = 0; /* the current value's key length, encoded */
     uint64_t seen = 0; /* key_bit of parent's keys so far */
     int depth = 0;
     char *key = NULL;
@@ -702,6 +706,7 @@ value:
         stack[depth++].seen = seen;
         parent = node;
         seen = 0;
+        node->valueint = (int)kenc;
         if (s[i] == '{') {
             node->type = cJSON_Object;
             i = skip_ws(s, len, i + 1);
@@ -713,11 +718,13 @@ value:
         i = skip_ws(s, len, i + 1);
         if (i < len && s[i] == ']')
             goto close;
+        kenc = 0; /* array elements have no key */
         goto value;
     case '"':
         node->type = cJSON_String;
         if ((st = parse_string(&p, &i, &node->valuestring, &slen)))
             goto fail;
+        node->valueint = (int)(kenc | (((unsigned)slen + 1) & lmask));
         break;
     case 't':
         if ((st = literal(&p, &i, "true", 4, "expected 'true'")))
@@ -776,6 +783,7 @@ next: /* after a value: a separator, the parent's end, or the input's end */
     } else {
         if (s[i] == ',') {
             i++;
+            kenc = 0;
             goto value;
         }
         if (s[i] != ']') {
@@ -799,6 +807,7 @@ key: /* compact JSON (no white space) takes the first test of each pair */
     }
     if ((st = parse_string(&p, &i, &key, &keylen)))
         goto fail;
+    kenc = (((unsigned)keylen + 1) << 16) & lmask;
     if (i >= len || s[i] != ':') {
         i = skip_ws(s, len, i);
         if (i >= len || s[i] != ':') {

@@ -84,7 +84,17 @@ static bool same_tree(const cJSON *a, const cJSON *b, char *why, size_t n)
                  b->valuestring ? b->valuestring : "(null)");
         return false;
     }
-    if (a->valueint != b->valueint || memcmp(&a->valuedouble, &b->valuedouble, sizeof(double))) {
+    /* b is capid's: its string, object and array nodes carry lengths in
+     * valueint (event.h), which must be right; cJSON leaves 0 there. */
+    int t = a->type & 0xff;
+    bool lengths = t == cJSON_String || t == cJSON_Object || t == cJSON_Array;
+    if (lengths && (a->valueint != 0 || (b->string && capid_jkey_len(b) != strlen(b->string)) ||
+                    (b->valuestring && capid_jstr_len(b) != strlen(b->valuestring)))) {
+        snprintf(why, n, "lengths 0x%x wrong at key '%s'", (unsigned)b->valueint, key);
+        return false;
+    }
+    if ((!lengths && a->valueint != b->valueint) ||
+        memcmp(&a->valuedouble, &b->valuedouble, sizeof(double))) {
         snprintf(why, n, "number %d/%.17g vs %d/%.17g at key '%s'", a->valueint, a->valuedouble,
                  b->valueint, b->valuedouble, key);
         return false;
@@ -767,4 +777,64 @@ TEST(json_arena_overflow)
     ASSERT_INT(capid_event_parse(&ev, b.data, b.len, &lim, 0, &err), CAPID_EV_INVALID_JSON);
     ASSERT_INT(capid_json_parse(b.data, b.len, &lim, NULL, &root, &err), CAPID_EV_INVALID_JSON);
     capid_buf_release(&b);
+}
+
+/* The parser leaves key and string lengths in valueint (event.h), escapes
+ * counted as the bytes they stand for; cJSON's own nodes and inputs too
+ * long for the bits fall back to strlen. */
+TEST(json_nodes_carry_key_and_string_lengths)
+{
+    const char *in = "{\"a\":\"xyz\",\"k\\u00e9y\":\"q\\\"\\n\",\"obj\":{\"\":[\"s\",1,true]},"
+                     "\"n\":12,\"e\":\"\"}";
+    cJSON *root = NULL;
+    ASSERT_INT(capid_json_parse(in, strlen(in), NULL, NULL, &root, NULL), CAPID_EV_OK);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "a");
+    const cJSON *k = root && a ? a->next : NULL;
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "obj");
+    const cJSON *arr = obj ? obj->child : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "e");
+    ASSERT_TRUE(a && k && obj && arr && e);
+    if (!(a && k && obj && arr && e))
+        return;
+    ASSERT_TRUE(a->valueint != 0 && obj->valueint != 0 && arr->valueint != 0);
+    ASSERT_INT(capid_jkey_len(a), 1);
+    ASSERT_INT(capid_jstr_len(a), 3);
+    ASSERT_INT(capid_jkey_len(k), 4); /* k, é (2 bytes), y */
+    ASSERT_INT(capid_jstr_len(k), 3); /* q " LF */
+    ASSERT_INT(capid_jkey_len(obj), 3);
+    ASSERT_INT(capid_jkey_len(arr), 0);
+    ASSERT_INT(capid_jstr_len(arr->child), 1); /* an array element: no key */
+    ASSERT_INT(arr->child->valueint >> 16, 0);
+    ASSERT_INT(arr->child->next->valueint, 1); /* numbers keep cJSON's valueint */
+    ASSERT_INT(arr->child->next->next->valueint, 1);
+    ASSERT_INT(capid_jstr_len(e), 0);
+    ASSERT_INT(capid_jkey_len(cJSON_GetObjectItemCaseSensitive(root, "n")), 1); /* strlen */
+    cJSON_Delete(root);
+
+    /* cJSON's nodes: valueint 0, lengths by strlen. */
+    cJSON *cj = cJSON_Parse("{\"abc\":\"defg\"}");
+    ASSERT_TRUE(cj && cj->child && cj->child->valueint == 0);
+    if (cj && cj->child) {
+        ASSERT_INT(capid_jkey_len(cj->child), 3);
+        ASSERT_INT(capid_jstr_len(cj->child), 4);
+    }
+    cJSON_Delete(cj);
+
+    /* 32,767 bytes and more: no lengths kept, still right. */
+    size_t n = 40000;
+    char *big = malloc(n + 1);
+    ASSERT_TRUE(big != NULL);
+    if (!big)
+        return;
+    memcpy(big, "{\"long\":\"", 9);
+    memset(big + 9, 'x', n - 11);
+    memcpy(big + n - 2, "\"}", 3);
+    ASSERT_INT(capid_json_parse(big, n, NULL, NULL, &root, NULL), CAPID_EV_OK);
+    ASSERT_TRUE(root && root->child && root->child->valueint == 0);
+    if (root && root->child) {
+        ASSERT_INT(capid_jkey_len(root->child), 4);
+        ASSERT_INT(capid_jstr_len(root->child), n - 11);
+    }
+    cJSON_Delete(root);
+    free(big);
 }
