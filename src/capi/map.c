@@ -215,10 +215,10 @@ static inline int ks_index_n(const struct keyset *ks, const char *key, size_t n)
     return -1;
 }
 
-/* out[i] = capid_jget(obj, ks->names[i]) for every i, in one pass. */
-static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
+/* out[i] = capid_jget(obj, ks->names[i]) for every i, in one pass; out
+ * (ks->n pointers) must be zeroed (FETCH does). */
+static void fetch_zeroed(const struct keyset *ks, const cJSON *obj, const cJSON **out)
 {
-    memset(out, 0, ks->n * sizeof(*out));
     if (!j_type(obj, cJSON_Object))
         return;
     for (const cJSON *c = obj->child; c; c = c->next) {
@@ -227,6 +227,10 @@ static void fetch(const struct keyset *ks, const cJSON *obj, const cJSON **out)
             out[i] = c;
     }
 }
+
+/* fetch_zeroed into the array out, zeroed with its constant size (a memset
+ * call of ks->n pointers per object measured ~0.5%). */
+#define FETCH(ks, obj, out) (memset((out), 0, sizeof(out)), fetch_zeroed((ks), (obj), (out)))
 
 /* fetch of the root into mb->root, also keeping what custom_data reads of
  * each member again (its index and key length: ~15 strlen an event fewer). */
@@ -997,8 +1001,8 @@ static void build_contents(struct capid_mapper *m, const struct capid_event *ev,
     capid_buf_putc(ids, '[');
     capid_buf_putc(c->b, '[');
     for (const cJSON *it = ev->items ? ev->items->child : NULL; it; it = it->next) {
-        fetch(&item_ks, it, iv);
-        fetch(&product_ks, iv[I_PRODUCT], pv); /* all NULL unless an object */
+        FETCH(&item_ks, it, iv);
+        FETCH(&product_ks, iv[I_PRODUCT], pv); /* all NULL unless an object */
         if (!*name && jstr(pv[PR_NAME]))
             *name = pv[PR_NAME]->valuestring;
         for (int i = 0; i < 5 && !*cat; i++)
@@ -1264,7 +1268,7 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
                     int64_t now, struct capid_mapped *out)
 {
     struct capid_buf *o = &out->json;
-    struct members mb; /* fetch() fills every slot it is given before use */
+    struct members mb; /* FETCH and fetch_root fill every slot they are given before use */
     char num[32];
     const char *s;
     size_t n;
@@ -1274,11 +1278,11 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     out->detail[0] = '\0';
     out->event_time = ev->event_time;
     out->id_time = CAPID_NO_ID_TIME;
-    fetch(&user_ks, ev->user, mb.user);
+    FETCH(&user_ks, ev->user, mb.user);
 
     /* Gate 1: consent (SPEC 4.5). */
     if (d->consent_category) {
-        // cppcheck-suppress uninitvar ; fetch() zeroed every user slot above
+        // cppcheck-suppress uninitvar ; FETCH zeroed every user slot above
         const cJSON *cats = mb.user[U_CONSENT];
         if (!present(cats)) {
             skip(m, out, CAPID_R_NO_CONSENT,
@@ -1294,9 +1298,9 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     }
 
     fetch_root(ev->root, &mb);
-    fetch(&device_ks, ev->device, mb.device);
-    fetch(&page_ks, ev->page, mb.page);
-    fetch(&context_ks, ev->context, mb.context);
+    FETCH(&device_ks, ev->device, mb.device);
+    FETCH(&page_ks, ev->page, mb.page);
+    FETCH(&context_ks, ev->context, mb.context);
 
     /* Root fields (SPEC 4.1). */
     const char *name = jstr(capid_jget(ev->fb_int, "event_name"));
