@@ -470,12 +470,38 @@ static bool fbx_valid(const char *s, size_t n)
     return np == 4 || lens[4] > 0;
 }
 
+/* Whether s[0..n) is what inet_pton(AF_INET) accepts: four decimal octets
+ * of at most 255 without leading zeros, separated by dots. */
+static bool ipv4_valid(const char *s, size_t n)
+{
+    unsigned octets = 0, v = 0;
+    bool digit = false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] >= '0' && s[i] <= '9') {
+            if (digit && v == 0)
+                return false; /* leading zero */
+            v = v * 10 + (unsigned)(s[i] - '0');
+            if (v > 255 || (!digit && ++octets > 4))
+                return false;
+            digit = true;
+        } else if (s[i] == '.' && digit && octets < 4) {
+            v = 0;
+            digit = false;
+        } else {
+            return false;
+        }
+    }
+    return octets == 4 && digit;
+}
+
 static bool ip_valid(const char *s, size_t n)
 {
     char tmp[64];
     unsigned char addr[16];
     if (!n || n >= sizeof(tmp))
         return false;
+    if (ipv4_valid(s, n)) /* the common case, without the copy and the call */
+        return true;
     memcpy(tmp, s, n);
     tmp[n] = '\0';
     return inet_pton(AF_INET, tmp, addr) == 1 || inet_pton(AF_INET6, tmp, addr) == 1;

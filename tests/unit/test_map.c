@@ -4,6 +4,7 @@
  * as JSON values) or {"skipped": reason}. */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 
 #include <cjson/cJSON.h>
@@ -254,6 +255,52 @@ TEST(map_custom_data_from_more_than_32_top_level_members)
     }
     ASSERT_TRUE(cd && !strstr(cd, "\"fbp\"") && !strstr(cd, "source_key"));
     capid_event_release(&ev);
+    capid_mapped_release(&out);
+    capid_mapper_release(&m);
+    capid_config_free(cfg);
+}
+
+/* client_ip_address is kept exactly when inet_pton takes it (map.c checks
+ * dotted quads itself before calling it). */
+TEST(map_client_ip_address_as_inet_pton_decides)
+{
+    static const char *const ips[] = {
+        "1.2.3.4",     "0.0.0.0",     "255.255.255.255", "256.1.1.1",    "01.2.3.4",   "1.2.3.04",
+        "1.2.3",       "1.2.3.4.",    ".1.2.3.4",        "1..2.3",       "1.2.3.4.5",  "1.2.3.4a",
+        "999",         "00.1.2.3",    "1.2.3.255",       "1.2.3.256",    "1.2.3.2555", "10.0.0.10",
+        "::1",         "2001:db8::1", "::ffff:1.2.3.4",  "1.2.3.-4",     "1.2.3.+4",   "1.2.3.4/24",
+        "100.200.0.9", "0.1.2.3",     "1.0.0.0",         "12.34.56.789",
+    };
+    struct capid_config *cfg = config_for(NULL);
+    struct capid_mapper m;
+    struct capid_mapped out;
+    if (!cfg)
+        return;
+    ASSERT_INT(capid_geo_init(NULL, NULL), CAPID_OK);
+    ASSERT_INT(capid_mapper_init(&m), CAPID_OK);
+    capid_mapped_init(&out);
+    for (size_t i = 0; i < sizeof(ips) / sizeof(ips[0]); i++) {
+        char ev_json[512];
+        unsigned char addr[16];
+        snprintf(ev_json, sizeof(ev_json),
+                 "{\"event_name\":\"page_view\",\"context\":{\"event_id\":\"a\","
+                 "\"event_timestamp\":1763996400000,\"page\":{\"url\":\"https://s.example/\"},"
+                 "\"device\":{\"user_agent\":\"UA\",\"ip\":\"%s\"}},\"user\":{\"email\":"
+                 "\"a@example.com\"}}",
+                 ips[i]);
+        struct capid_limits lim = CAPID_LIMITS_DEFAULT;
+        struct capid_perr err = {0};
+        struct capid_event ev;
+        ASSERT_INT(capid_event_parse(&ev, ev_json, strlen(ev_json), &lim, 1764000000, &err),
+                   CAPID_EV_OK);
+        capid_map_event(&m, &cfg->dests[0], &ev, 1764000000, &out);
+        bool want = inet_pton(AF_INET, ips[i], addr) == 1 || inet_pton(AF_INET6, ips[i], addr) == 1;
+        bool got = out.json.data && strstr(out.json.data, "\"client_ip_address\":") != NULL;
+        if (got != want)
+            capid_test_fail(__FILE__, __LINE__, "ip '%s': kept %d, inet_pton %d", ips[i], got,
+                            want);
+        capid_event_release(&ev);
+    }
     capid_mapped_release(&out);
     capid_mapper_release(&m);
     capid_config_free(cfg);
