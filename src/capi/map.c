@@ -1105,7 +1105,8 @@ static void build_custom_data(struct capid_mapper *m, const struct capid_dest *d
 
     /* Step 2: standard mappings. */
     const cJSON *v = mb->root[R_VALUE];
-    if (present(v)) {
+    /* A finite number is already there as step 1 wrote it: the same bytes. */
+    if (present(v) && !(j_type(v, cJSON_Number) && isfinite(v->valuedouble))) {
         if (capid_jnum(v, &x))
             cd_set_num(c, KEY("value"), x);
         else

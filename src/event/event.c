@@ -318,7 +318,7 @@ bool capid_jnum(const cJSON *v, double *out)
     if (j_type(v, cJSON_Number))
         return isfinite(v->valuedouble) ? (*out = v->valuedouble, true) : false;
     if (j_type(v, cJSON_String) && v->valuestring)
-        return parse_decimal(v->valuestring, strlen(v->valuestring), out);
+        return parse_decimal(v->valuestring, capid_jstr_len(v), out);
     return false;
 }
 
