@@ -315,7 +315,7 @@ static const char *const action_sources[] = {
 bool capid_action_source_valid(const char *s)
 {
     for (size_t i = 0; i < sizeof(action_sources) / sizeof(action_sources[0]); i++)
-        if (strcmp(s, action_sources[i]) == 0)
+        if (s[0] == action_sources[i][0] && strcmp(s, action_sources[i]) == 0)
             return true;
     return false;
 }
@@ -1240,10 +1240,10 @@ static void skip(struct capid_mapper *m, struct capid_mapped *out, enum capid_re
 static const char *map_name(const struct capid_dest *d, const char *name)
 {
     for (size_t i = 0; i < d->n_event_names; i++)
-        if (!strcmp(d->event_names[i].from, name))
+        if (d->event_names[i].from[0] == name[0] && !strcmp(d->event_names[i].from, name))
             return d->event_names[i].to;
     for (size_t i = 0; i < sizeof(seed_names) / sizeof(seed_names[0]); i++)
-        if (!strcmp(seed_names[i].from, name))
+        if (seed_names[i].from[0] == name[0] && !strcmp(seed_names[i].from, name))
             return seed_names[i].to;
     return name;
 }
