@@ -327,7 +327,6 @@ int capid_mapper_init(struct capid_mapper *m)
     capid_buf_init(&m->norm, 0);
     capid_buf_init(&m->scratch, 0);
     capid_buf_init(&m->cd, 0);
-    capid_buf_init(&m->ud, 0);
     if (!(m->memo = capid_sha256_memo_new()))
         return CAPID_ENOMEM;
     return capid_sha256_init(&m->sha);
@@ -339,7 +338,6 @@ void capid_mapper_release(struct capid_mapper *m)
     capid_buf_release(&m->norm);
     capid_buf_release(&m->scratch);
     capid_buf_release(&m->cd);
-    capid_buf_release(&m->ud);
     free(m->cd_entries);
     capid_sha256_memo_free(m->memo);
     m->memo = NULL;
@@ -533,7 +531,8 @@ static bool fbclid_of(const char *url, const char **val, size_t *len)
 
 struct ud_state {
     struct capid_mapper *m;
-    struct capid_buf *b; /* user_data members being written, no braces */
+    struct capid_buf *b; /* user_data members are written from b->data[start] */
+    size_t start;
     int strong, other;
     bool has_ua;
     char values[MAX_VALUES][65];
@@ -544,7 +543,7 @@ struct ud_state {
 
 static void ud_key(struct ud_state *u, const char *key)
 {
-    if (u->b->len)
+    if (u->b->len > u->start)
         capid_buf_putc(u->b, ',');
     capid_buf_json_str(u->b, key, strlen(key));
     capid_buf_putc(u->b, ':');
@@ -553,7 +552,7 @@ static void ud_key(struct ud_state *u, const char *key)
 /* ud_key of a key given as written: quoted, with the colon. */
 static void ud_key_json(struct ud_state *u, const char *json, size_t n)
 {
-    if (u->b->len)
+    if (u->b->len > u->start)
         capid_buf_putc(u->b, ',');
     capid_buf_append(u->b, json, n);
 }
@@ -1235,6 +1234,7 @@ static void skip(struct capid_mapper *m, struct capid_mapped *out, enum capid_re
     va_end(ap);
     out->reason = r;
     m->stats.skipped[r]++;
+    capid_buf_reset(&out->json); /* a skipped event has no JSON */
 }
 
 static const char *map_name(const struct capid_dest *d, const char *name)
@@ -1379,54 +1379,8 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     }
     int max_year = m->max_year;
 
-    /* user_data, then gate 2: match keys. */
-    struct capid_buf *ud = &m->ud;
-    struct ud_state u; /* not u = {...}: values need no zeroing */
-    u.m = m;
-    u.b = ud;
-    u.strong = u.other = 0;
-    u.has_ua = false;
-    u.nvalues = 0;
-    capid_buf_reset(ud);
-    build_user_data(&u, d, ev, &mb, ev->event_time, url, max_year);
-    if (u.strong < d->min_strong_keys && u.other < d->min_other_keys) {
-        skip(m, out, CAPID_R_INSUFFICIENT_MATCH_KEYS,
-             "%d strong and %d other user_data keys; need %d strong or %d other", u.strong, u.other,
-             d->min_strong_keys, d->min_other_keys);
-        return CAPID_OK;
-    }
-
-    struct cd_state c = {.b = &m->cd, .e = m->cd_entries, .cap = m->cd_cap};
-    capid_buf_reset(&m->cd);
-    build_custom_data(m, d, ev, &mb, &c);
-
-    /* Gate 3: CAPI validity, in SPEC 4.5 order. */
-    m->cd_entries = c.e; /* keep the grown array for the next event */
-    m->cd_cap = c.cap;
-    bool has_ua = u.has_ua;
-    struct cd_entry *val = cd_find(&c, KEY("value")), *cur = cd_find(&c, KEY("currency"));
-    int64_t age_limit = strcmp(as, "physical_store") ? 7 * 86400 : 62 * 86400;
-    if (!capid_action_source_valid(as))
-        skip(m, out, CAPID_R_INVALID_EVENT, "action_source '%.40s' is not one of Meta's values",
-             as);
-    else if (!strcmp(as, "website") && !has_ua)
-        skip(m, out, CAPID_R_MISSING_USER_AGENT, "website event without context.device.user_agent");
-    else if (!strcmp(as, "website") && !url)
-        skip(m, out, CAPID_R_MISSING_SOURCE_URL, "website event without context.page.url");
-    else if (!strcmp(name, "Purchase") && (!val || val->deleted || val->type != CD_NUM || !cur ||
-                                           cur->deleted || cur->type != CD_STR))
-        skip(m, out, CAPID_R_PURCHASE_WITHOUT_VALUE,
-             "Purchase needs a numeric value and an ISO 4217 currency");
-    else if (now - ev->event_time > age_limit)
-        skip(m, out, CAPID_R_EVENT_TOO_OLD, "event_time %lld is %lld s old; the limit is %lld s",
-             (long long)ev->event_time, (long long)(now - ev->event_time), (long long)age_limit);
-    else if (ev->event_time - now > 600)
-        skip(m, out, CAPID_R_EVENT_IN_FUTURE, "event_time %lld is %lld s in the future",
-             (long long)ev->event_time, (long long)(ev->event_time - now));
-    if (out->reason != CAPID_R_NONE)
-        return CAPID_OK;
-
-    /* Write the event. */
+    /* The event up to user_data, which is written in place: a skip below
+     * empties o again. */
     capid_buf_puts(o, "{\"event_name\":");
     capid_buf_json_str(o, name, strlen(name));
     capid_buf_puts(o, ",\"event_time\":");
@@ -1471,9 +1425,53 @@ int capid_map_event(struct capid_mapper *m, const struct capid_dest *d, struct c
     }
     PUT_KEY(o, "user_data");
     capid_buf_putc(o, '{');
-    if (ud->len)
-        capid_buf_append(o, ud->data, ud->len);
+
+    /* user_data, then gate 2: match keys. */
+    struct ud_state u; /* not u = {...}: values need no zeroing */
+    u.m = m;
+    u.b = o;
+    u.start = o->len;
+    u.strong = u.other = 0;
+    u.has_ua = false;
+    u.nvalues = 0;
+    build_user_data(&u, d, ev, &mb, ev->event_time, url, max_year);
     capid_buf_putc(o, '}');
+    if (u.strong < d->min_strong_keys && u.other < d->min_other_keys) {
+        skip(m, out, CAPID_R_INSUFFICIENT_MATCH_KEYS,
+             "%d strong and %d other user_data keys; need %d strong or %d other", u.strong, u.other,
+             d->min_strong_keys, d->min_other_keys);
+        return CAPID_OK;
+    }
+
+    struct cd_state c = {.b = &m->cd, .e = m->cd_entries, .cap = m->cd_cap};
+    capid_buf_reset(&m->cd);
+    build_custom_data(m, d, ev, &mb, &c);
+
+    /* Gate 3: CAPI validity, in SPEC 4.5 order. */
+    m->cd_entries = c.e; /* keep the grown array for the next event */
+    m->cd_cap = c.cap;
+    bool has_ua = u.has_ua;
+    struct cd_entry *val = cd_find(&c, KEY("value")), *cur = cd_find(&c, KEY("currency"));
+    int64_t age_limit = strcmp(as, "physical_store") ? 7 * 86400 : 62 * 86400;
+    if (!capid_action_source_valid(as))
+        skip(m, out, CAPID_R_INVALID_EVENT, "action_source '%.40s' is not one of Meta's values",
+             as);
+    else if (!strcmp(as, "website") && !has_ua)
+        skip(m, out, CAPID_R_MISSING_USER_AGENT, "website event without context.device.user_agent");
+    else if (!strcmp(as, "website") && !url)
+        skip(m, out, CAPID_R_MISSING_SOURCE_URL, "website event without context.page.url");
+    else if (!strcmp(name, "Purchase") && (!val || val->deleted || val->type != CD_NUM || !cur ||
+                                           cur->deleted || cur->type != CD_STR))
+        skip(m, out, CAPID_R_PURCHASE_WITHOUT_VALUE,
+             "Purchase needs a numeric value and an ISO 4217 currency");
+    else if (now - ev->event_time > age_limit)
+        skip(m, out, CAPID_R_EVENT_TOO_OLD, "event_time %lld is %lld s old; the limit is %lld s",
+             (long long)ev->event_time, (long long)(now - ev->event_time), (long long)age_limit);
+    else if (ev->event_time - now > 600)
+        skip(m, out, CAPID_R_EVENT_IN_FUTURE, "event_time %lld is %lld s in the future",
+             (long long)ev->event_time, (long long)(ev->event_time - now));
+    if (out->reason != CAPID_R_NONE)
+        return CAPID_OK;
 
     bool first = true;
     for (size_t i = 0; i < c.n; i++) {

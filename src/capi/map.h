@@ -26,7 +26,7 @@ struct capid_map_stats {
 /* Reusable state of one thread: hashing context and scratch buffers. */
 struct capid_mapper {
     struct capid_sha256 sha;
-    struct capid_buf norm, scratch, cd, ud;
+    struct capid_buf norm, scratch, cd;
     void *cd_entries; /* custom_data entries, reused across events */
     size_t cd_cap;
     struct capid_map_stats stats;

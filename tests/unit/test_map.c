@@ -63,8 +63,12 @@ static void run_case(const cJSON *tc, const char *file)
     const char *got_skip = NULL;
     if (st == CAPID_EV_OK) {
         capid_map_event(&m, &cfg->dests[0], &ev, now, &out);
-        if (out.reason != CAPID_R_NONE)
+        if (out.reason != CAPID_R_NONE) {
             got_skip = capid_reason_name(out.reason);
+            if (out.json.len)
+                capid_test_fail(file, 0, "case '%s': skipped with JSON '%.60s'", name,
+                                out.json.data);
+        }
     } else {
         got_skip = st == CAPID_EV_TOO_LARGE      ? "too_large"
                    : st == CAPID_EV_INVALID_JSON ? "invalid_json"
