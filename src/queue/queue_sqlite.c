@@ -262,6 +262,7 @@ struct capid_queue {
     sqlite3_stmt *st[ST__N]; /* prepared on first use, kept until close */
     struct ckpt ck;
     int ckpt_pages, ckpt_hard; /* CKPT_BYTES and CKPT_HARD in pages of this file */
+    int ckpt_woken;            /* WAL size (pages) when the checkpointer was last woken */
     char *key;                 /* dedup key being built */
     size_t key_cap;
 };
@@ -453,12 +454,18 @@ static void *ckpt_main(void *arg)
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
     struct capid_queue *q = arg;
+    if (pages < q->ckpt_woken) /* the WAL restarted */
+        q->ckpt_woken = 0;
     if (pages >= q->ckpt_hard) {
         /* Under a steady stream the thread never catches up with the last
          * frame, so the WAL would never restart: finish here, between two
          * commits (cheap: the thread has copied most frames already). */
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (pages >= q->ckpt_pages) {
+    } else if (pages - q->ckpt_woken >= q->ckpt_pages) {
+        /* Once per CKPT_BYTES of new frames, not after every commit past
+         * it: each checkpoint syncs the WAL and the database (strace of
+         * enqueueing 100,000 events: 336 fsyncs on the thread before). */
+        q->ckpt_woken = pages;
         pthread_mutex_lock(&q->ck.mu);
         q->ck.want = true;
         pthread_cond_signal(&q->ck.cv);
