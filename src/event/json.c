@@ -112,20 +112,6 @@ static void free_tree(const struct parser *p, cJSON *n)
     }
 }
 
-/* cJSON's append: the first child's prev is the last child. */
-static inline void append(cJSON *parent, cJSON *node)
-{
-    cJSON *head = parent->child;
-    if (!head) {
-        parent->child = node;
-        node->prev = node;
-        return;
-    }
-    head->prev->next = node;
-    node->prev = head->prev;
-    head->prev = node;
-}
-
 /* ---- errors -------------------------------------------------------------- */
 
 static enum capid_event_status truncated(const struct parser *p)
@@ -640,10 +626,12 @@ enum capid_event_status capid_json_parse_event(const char *json, size_t len,
     /* Open containers' parents and their key summaries (key_bit); deeper
      * than 64 levels moves to the heap. */
     struct level {
-        cJSON *parent;
+        cJSON *parent, *last;
         uint64_t seen;
     } stackbuf[64], *stack = stackbuf;
-    cJSON *root = NULL, *parent = NULL, *node;
+    /* parent's last child so far, kept here rather than read back through
+     * parent->child->prev for every append (perf: ~3% of parsing) */
+    cJSON *root = NULL, *parent = NULL, *last = NULL, *node;
     const cJSON *dup = NULL;
     size_t stack_cap = 64, i = 0, keylen = 0, slen;
     /* Lengths for valueint (event.h: capid_jkey_len, capid_jstr_len), when the input
@@ -668,7 +656,16 @@ value:
     }
     node = new_node(&p);
     if (parent) {
-        append(parent, node);
+        /* cJSON's append: the first child's prev is the last child. */
+        if (last) {
+            last->next = node;
+            node->prev = last;
+            parent->child->prev = node;
+        } else {
+            parent->child = node;
+            node->prev = node;
+        }
+        last = node;
         node->string = key; /* NULL in arrays */
         if (key && find_dup) {
             /* The first duplicate in document order, as event.c's pass over
@@ -703,8 +700,10 @@ value:
             stack_cap *= 2;
         }
         stack[depth].parent = parent;
+        stack[depth].last = last;
         stack[depth++].seen = seen;
         parent = node;
+        last = NULL;
         seen = 0;
         node->valueint = (int)kenc;
         if (s[i] == '{') {
@@ -794,6 +793,7 @@ next: /* after a value: a separator, the parent's end, or the input's end */
 close: /* s[i] closes parent */
     i++;
     parent = stack[--depth].parent;
+    last = stack[depth].last;
     seen = stack[depth].seen;
     goto next;
 
