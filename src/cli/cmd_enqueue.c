@@ -6,7 +6,8 @@
  * Pipeline (cli/pipeline.h, shared with `capid import`): worker threads
  * read chunks of lines (under a lock, so each chunk is a run of consecutive
  * lines) and map them; this thread commits the chunks in input order, one
- * transaction per chunk (group commit). A chunk is committed only after
+ * transaction per chunk or per run of chunks mapped while the previous
+ * commit waited for its fsync (group commit). A chunk is committed only after
  * every earlier chunk was, so on an error the committed events are exactly
  * the first ones of the input. */
 #include "cli/cli.h"
@@ -146,7 +147,8 @@ static void print_summary(struct run *r, const struct capid_pipe_stats *t, int64
         capid_buf_json_str(&b, r->dests[i]->name, strlen(r->dests[i]->name));
         capid_buf_printf(&b, ":%llu", (unsigned long long)t->per_dest[i]);
     }
-    capid_buf_printf(&b, "},\"elapsed_ms\":%lld", (long long)ms);
+    capid_buf_printf(&b, "},\"commits\":%lld,\"elapsed_ms\":%lld", (long long)t->commits,
+                     (long long)ms);
     if (error) {
         capid_buf_puts(&b, ",\"error\":");
         capid_buf_json_str(&b, error, strlen(error));

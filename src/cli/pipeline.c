@@ -12,6 +12,7 @@
 #include "util/clock.h"
 
 #define BUSY_RETRIES 5 /* each waits busy_timeout_ms inside the queue */
+#define MERGE_MAX    4 /* mapped chunks committed in one transaction at most */
 
 struct input {
     uint64_t line;
@@ -232,39 +233,67 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* Commits one mapped chunk in one transaction (with the mark), then reports
- * its outcomes in input order. */
-static int commit_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *c,
-                        struct capid_pipe_stats *st, struct capid_queue_item **items, size_t *cap)
+/* Reports the outcomes of a committed chunk in input order; its events are
+ * items[0 .. c->nev). */
+static void report_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *c,
+                         struct capid_pipe_stats *st, const struct capid_queue_item *items);
+
+/* Commits n consecutive mapped chunks in one transaction (with the mark of
+ * the last that has one), then reports their outcomes in input order. */
+static int commit_chunks(const struct capid_pipe_opts *o, struct capid_pipe_chunk **cs, size_t n,
+                         struct capid_pipe_stats *st, struct capid_queue_item **items, size_t *cap)
 {
-    *items = grow(*items, cap, c->nev + 1, sizeof(**items));
-    const char *a = c->arena.data;
-    for (size_t i = 0; i < c->nev; i++) {
-        const struct ev_ref *e = &c->ev[i];
-        (*items)[i] = (struct capid_queue_item){
-            .dest = o->dests[e->dest]->name,
-            .event_name = a + e->name,
-            .event_id = a + e->id,
-            .action_source = e->src == SIZE_MAX ? NULL : a + e->src,
-            .event_time = e->event_time,
-            .has_id_time = e->id_time != CAPID_NO_ID_TIME,
-            .id_time = e->id_time,
-            .payload = a + e->payload,
-            .payload_len = e->plen,
-            .result = CAPID_OK,
-        };
+    size_t total = 0;
+    struct capid_pipe_chunk *last_pos = NULL;
+    for (size_t k = 0; k < n; k++) {
+        total += cs[k]->nev;
+        if (cs[k]->has_position)
+            last_pos = cs[k];
     }
-    struct capid_queue_mark mark = {o->mark_key, c->position, false};
-    bool with_mark = o->mark_key && c->has_position;
-    if (o->q && (c->nev || with_mark)) {
+    *items = grow(*items, cap, total + 1, sizeof(**items));
+    size_t at = 0;
+    for (size_t k = 0; k < n; k++) {
+        const struct capid_pipe_chunk *c = cs[k];
+        const char *a = c->arena.data;
+        for (size_t i = 0; i < c->nev; i++) {
+            const struct ev_ref *e = &c->ev[i];
+            (*items)[at++] = (struct capid_queue_item){
+                .dest = o->dests[e->dest]->name,
+                .event_name = a + e->name,
+                .event_id = a + e->id,
+                .action_source = e->src == SIZE_MAX ? NULL : a + e->src,
+                .event_time = e->event_time,
+                .has_id_time = e->id_time != CAPID_NO_ID_TIME,
+                .id_time = e->id_time,
+                .payload = a + e->payload,
+                .payload_len = e->plen,
+                .result = CAPID_OK,
+            };
+        }
+    }
+    struct capid_queue_mark mark = {o->mark_key, last_pos ? last_pos->position : 0, false};
+    bool with_mark = o->mark_key && last_pos;
+    if (o->q && (total || with_mark)) {
         int64_t now = o->now ? o->now : capid_now_s();
-        int rc = capid_queue_enqueue(o->q, *items, c->nev, now, with_mark ? &mark : NULL);
+        int rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
         for (int tries = 0; rc == CAPID_EBUSY && tries < BUSY_RETRIES; tries++)
-            rc = capid_queue_enqueue(o->q, *items, c->nev, now, with_mark ? &mark : NULL);
+            rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
         if (rc != CAPID_OK)
             return rc;
         st->commits++;
     }
+    at = 0;
+    for (size_t k = 0; k < n; k++) {
+        report_chunk(o, cs[k], st, *items + at);
+        at += cs[k]->nev;
+    }
+    return CAPID_OK;
+}
+
+static void report_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *c,
+                         struct capid_pipe_stats *st, const struct capid_queue_item *items)
+{
+    const char *a = c->arena.data;
     for (size_t k = 0; k < c->ninp; k++) {
         st->rows += c->inp[k].rows;
         if (c->inp[k].bad)
@@ -277,7 +306,7 @@ static int commit_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk
         enum capid_reason reason = x->reason;
         if (x->dest == SIZE_MAX) {
             /* a bad input: counted above */
-        } else if (reason == CAPID_R_NONE && (*items)[x->ev].result == CAPID_EDUP) {
+        } else if (reason == CAPID_R_NONE && items[x->ev].result == CAPID_EDUP) {
             reason = CAPID_R_DUPLICATE;
             st->skipped[reason]++;
         } else if (reason == CAPID_R_NONE) {
@@ -298,7 +327,18 @@ static int commit_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk
         st->position = c->position;
     if (o->progress)
         o->progress(o->ctx, st);
-    return CAPID_OK;
+}
+
+/* Unlinks the mapped chunk `seq` from r->done (under the lock), or NULL. */
+static struct capid_pipe_chunk *take_done(struct run *r, uint64_t seq)
+{
+    for (struct capid_pipe_chunk **pp = &r->done; *pp; pp = &(*pp)->next)
+        if ((*pp)->seq == seq) {
+            struct capid_pipe_chunk *c = *pp;
+            *pp = c->next;
+            return c;
+        }
+    return NULL;
 }
 
 static struct capid_pipe_chunk *chunk_new(void)
@@ -340,8 +380,15 @@ int capid_pipe_run(const struct capid_pipe_opts *o, struct capid_pipe_stats *st)
     pthread_t th[CAPID_PIPE_MAX_WORKERS];
     pthread_mutex_init(&r.lock, NULL);
     pthread_cond_init(&r.cond, NULL);
-    /* Two chunks more than workers: one committing, one ready behind it. */
-    for (int i = 0; i < nth + 2; i++) {
+    /* Chunks beyond the workers' own: one committing, one ready behind it.
+     * Groups up to the default size (enqueue's 1000) get two more, so that
+     * while a commit waits for its fsync the workers map ahead, and the next
+     * commit takes every chunk that is ready (up to MERGE_MAX): a slow disk
+     * gets fewer, larger commits. Larger groups (import's 5000) amortise the
+     * fsync already, and their chunks are large (RSS). */
+    size_t group = o->group ? o->group : CAPID_PIPE_GROUP_DEFAULT;
+    int nchunks = nth + 2 + (group <= CAPID_PIPE_GROUP_DEFAULT ? 2 : 0);
+    for (int i = 0; i < nchunks; i++) {
         struct capid_pipe_chunk *c = chunk_new();
         c->next = r.free_list;
         r.free_list = c;
@@ -353,26 +400,25 @@ int capid_pipe_run(const struct capid_pipe_opts *o, struct capid_pipe_stats *st)
     int rc = started ? CAPID_OK : CAPID_ENOMEM;
     uint64_t want = 0;
     pthread_mutex_lock(&r.lock);
+    struct capid_pipe_chunk *batch[MERGE_MAX];
     while (rc == CAPID_OK) {
-        struct capid_pipe_chunk **pp = &r.done, *c = NULL;
-        for (; *pp; pp = &(*pp)->next)
-            if ((*pp)->seq == want) {
-                c = *pp;
-                *pp = c->next;
-                break;
-            }
-        if (!c) {
+        size_t n = 0;
+        while (n < MERGE_MAX && (batch[n] = take_done(&r, want + n)))
+            n++;
+        if (!n) {
             if (r.eof && want == r.next_seq) /* every chunk read was committed */
                 break;
             pthread_cond_wait(&r.cond, &r.lock);
             continue;
         }
         pthread_mutex_unlock(&r.lock);
-        rc = commit_chunk(o, c, st, &items, &items_cap);
-        want++;
+        rc = commit_chunks(o, batch, n, st, &items, &items_cap);
+        want += n;
         pthread_mutex_lock(&r.lock);
-        c->next = r.free_list;
-        r.free_list = c;
+        for (size_t k = 0; k < n; k++) {
+            batch[k]->next = r.free_list;
+            r.free_list = batch[k];
+        }
         pthread_cond_broadcast(&r.cond);
     }
     r.abort = true;

@@ -581,6 +581,29 @@ def test_tls_peer_verified_and_redirects_not_followed():
             redirect.close()
 
 
+def test_enqueue_small_groups_merge_commits_and_keep_input_order():
+    """Groups mapped while a commit waits for its fsync are committed together
+    (up to four per transaction): every event once, rows in input order, and
+    between n/group/4 and n/group transactions."""
+    import sqlite3
+    now = int(time.time())
+    with Sim() as sim:
+        gw = Gateway(sim)
+        src = corpus(3000, now, os.path.join(gw.dir, "in.ndjson"))
+        want = [e["event_id"] for e in gw.map(src, now)]
+        p = gw.run("enqueue", "--config", gw.config, "--now", str(now), "--group", "10", src)
+        s = json.loads(p.stdout.strip().splitlines()[-1])
+        assert s["lines"] == 3000 and s["enqueued"] == 3000, s
+        assert 75 <= s["commits"] <= 300, s
+        con = sqlite3.connect(gw.db)
+        try:
+            got = [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY id")]
+        finally:
+            con.close()
+        assert got == want
+        print(f"    {s['commits']} commits for 300 groups of 10")
+
+
 def test_events_enqueued_while_serving_are_batched_and_delivered():
     now = int(time.time())
     with Sim() as sim:
