@@ -7,10 +7,11 @@
  * it for each selected destination (the `capid map` engine); the calling
  * thread commits the chunks in input order, one transaction per chunk (group
  * commit), or per run of up to four chunks that are ready together (mapped
- * while the previous commit waited for its fsync). With a mark key, each transaction also sets that import mark to
- * the chunk's resume position (SPEC 7 durability: the events and the position
- * are committed together or not at all). The committed events are therefore
- * always those of a prefix of the input, and the mark names where it ends.
+ * while the previous commit waited for its fsync). With a mark key, each
+ * transaction also sets that import mark to the resume position of its last
+ * chunk (SPEC 7 durability: the events and the position are committed
+ * together or not at all). The committed events are therefore always those
+ * of a prefix of the input, and the mark names where it ends.
  *
  * Without a queue (dry run) everything but the commit happens.
  *
