@@ -154,6 +154,9 @@ static long copy_lower(const char *s, size_t len, unsigned del, struct capid_buf
     long ncp = 0;
     if (!room(o, len))
         return -1;
+    /* Written through a local pointer: a store through o->data could change
+     * o->len as far as the compiler knows, which reloaded both per byte. */
+    char *d = o->data + o->len;
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x80) {
@@ -163,17 +166,20 @@ static long copy_lower(const char *s, size_t len, unsigned del, struct capid_buf
             if (((del & DEL_SPACE) && a_space(c)) || ((del & DEL_PUNCT) && a_punct(c)) ||
                 ((del & DEL_DIGIT) && a_digit(c)))
                 continue;
-            o->data[o->len++] = (char)a_tolower(c);
+            *d++ = (char)a_tolower(c);
             ncp++;
             continue;
         }
         int32_t cp = capid_utf8_next(s, len, &i);
         if ((del & DEL_SPACE) && capid_is_space(cp))
             continue;
-        if (!put_lower(o, cp, len - i))
+        o->len = (size_t)(d - o->data);
+        if (!put_lower(o, cp, len - i)) /* may move o->data */
             return -1;
+        d = o->data + o->len;
         ncp++;
     }
+    o->len = (size_t)(d - o->data);
     o->data[o->len] = '\0';
     return ncp;
 }
@@ -251,10 +257,11 @@ static int norm_em(const char *s, size_t len, struct capid_buf *o)
 {
     if (!room(o, len))
         return drop(o);
+    char *d = o->data + o->len; /* a local pointer: see copy_lower */
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x80) {
-            o->data[o->len++] = (char)a_tolower(c);
+            *d++ = (char)a_tolower(c);
             i++;
             continue;
         }
@@ -262,8 +269,9 @@ static int norm_em(const char *s, size_t len, struct capid_buf *o)
         int32_t lc = utf8proc_tolower(capid_utf8_next(s, len, &i));
         if (lc >= 0x80)
             return drop(o);
-        o->data[o->len++] = (char)lc;
+        *d++ = (char)lc;
     }
+    o->len = (size_t)(d - o->data);
     return em_valid(o->data, o->len) ? keep(o) : drop(o);
 }
 
@@ -272,11 +280,13 @@ static int norm_ph(const char *s, size_t len, struct capid_buf *o)
 {
     if (!room(o, len))
         return drop(o);
+    char *d = o->data + o->len; /* a local pointer: see copy_lower */
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (a_digit(c) && (c != '0' || o->len))
-            o->data[o->len++] = (char)c;
+        if (a_digit(c) && (c != '0' || d != o->data))
+            *d++ = (char)c;
     }
+    o->len = (size_t)(d - o->data);
     return o->len ? keep(o) : drop(o);
 }
 
