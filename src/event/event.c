@@ -216,11 +216,15 @@ const cJSON *capid_jget(const cJSON *obj, const char *key)
 }
 
 /* *out = member c of obj if c is the first one named key, as capid_jget. */
-static inline void take(const cJSON *c, const char *key, const cJSON **out)
+static inline void take_n(const cJSON *c, const char *key, size_t n, const cJSON **out)
 {
-    if (!*out && str_eq(c->string, key))
+    if (!*out && capid_jkey_len(c) == n && memcmp(c->string, key, n) == 0)
         *out = c;
 }
+
+/* take of a string literal: its length is known, so the key is compared by
+ * length, then as a block (a byte loop was most of adopt). */
+#define take(c, key, out) take_n((c), key, sizeof(key) - 1, (out))
 
 const cJSON *capid_jpath(const cJSON *obj, const char *dotted)
 {
