@@ -264,19 +264,3 @@ TEST(json_escape_special_bytes_at_every_position_and_length)
     }
     munmap(map, (size_t)page * 2);
 }
-
-/* capid_copy (inline in buf.h) writes exactly n bytes, at every length. */
-TEST(buf_copy_writes_exactly_n_bytes)
-{
-    unsigned char src[48], dst[64];
-    for (size_t i = 0; i < sizeof(src); i++)
-        src[i] = (unsigned char)(i * 7 + 1);
-    for (size_t n = 0; n <= 40; n++) {
-        memset(dst, 0xaa, sizeof(dst));
-        capid_copy(dst + 8, src + 3, n);
-        ASSERT_TRUE(memcmp(dst + 8, src + 3, n) == 0);
-        for (size_t i = 0; i < sizeof(dst); i++)
-            if (i < 8 || i >= 8 + n)
-                ASSERT_INT(dst[i], 0xaa);
-    }
-}
