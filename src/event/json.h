@@ -2,7 +2,9 @@
  * RFC 8259 syntax, strict UTF-8, the nesting limit and the absence of NUL,
  * and builds the same cJSON tree cJSON_ParseWithLength would (node links,
  * types, keys, valuestring, valueint, valuedouble), so the tree is read with
- * cJSON accessors and freed with cJSON_Delete.
+ * cJSON accessors and freed with cJSON_Delete. One addition: string, object
+ * and array nodes, whose valueint cJSON leaves 0, carry key and string
+ * lengths there (event.h, capid_jkey_len / capid_jstr_len).
  *
  * Stricter than cJSON (all invalid_json): raw control characters in strings,
  * white space other than space, tab, CR and LF, leading zeros, '+1', '.5',
