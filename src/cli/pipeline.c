@@ -18,7 +18,8 @@ struct input {
     uint64_t line;
     uint32_t rows;
     bool bad;
-    size_t off, len; /* in chunk->in: the event JSON or the bad input's message */
+    enum capid_reason skip; /* NONE, or the reason of an event the source could not hand over */
+    size_t off, len;        /* in chunk->in: the event JSON or the bad input's message */
 };
 
 /* One mapped event waiting for its commit; strings are offsets into the arena. */
@@ -79,7 +80,7 @@ static void add_input(struct capid_pipe_chunk *c, const char *s, size_t len, uin
                       uint32_t rows, bool bad)
 {
     c->inp = grow(c->inp, &c->capinp, c->ninp + 1, sizeof(*c->inp));
-    c->inp[c->ninp++] = (struct input){line, rows, bad, c->in.len, len};
+    c->inp[c->ninp++] = (struct input){line, rows, bad, CAPID_R_NONE, c->in.len, len};
     if (capid_buf_append(&c->in, s, len) || capid_buf_putc(&c->in, '\0'))
         abort();
 }
@@ -94,6 +95,14 @@ void capid_pipe_add_event(struct capid_pipe_chunk *c, const char *json, size_t l
 void capid_pipe_add_bad(struct capid_pipe_chunk *c, uint64_t line, uint32_t rows, const char *msg)
 {
     add_input(c, msg, strlen(msg), line, rows, true);
+}
+
+void capid_pipe_add_skip(struct capid_pipe_chunk *c, uint64_t line, uint32_t rows,
+                         enum capid_reason reason, const char *detail)
+{
+    add_input(c, detail, strlen(detail), line, rows, false);
+    c->inp[c->ninp - 1].skip = reason;
+    c->nevents++;
 }
 
 void capid_pipe_set_position(struct capid_pipe_chunk *c, int64_t position)
@@ -138,6 +147,11 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
         const char *s = c->in.data + in->off;
         if (in->bad) {
             add_res(c, k, SIZE_MAX, CAPID_R_INVALID_EVENT, s, SIZE_MAX);
+            continue;
+        }
+        if (in->skip != CAPID_R_NONE) { /* as a parse failure: once per destination */
+            for (size_t i = 0; i < o->ndests; i++)
+                add_res(c, k, i, in->skip, s, SIZE_MAX);
             continue;
         }
         struct capid_perr err;

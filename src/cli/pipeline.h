@@ -42,6 +42,11 @@ void capid_pipe_add_event(struct capid_pipe_chunk *c, const char *json, size_t l
                           uint32_t rows);
 /* Adds an input that gave no event: reported with its line and `msg`. */
 void capid_pipe_add_bad(struct capid_pipe_chunk *c, uint64_t line, uint32_t rows, const char *msg);
+/* Adds an event the source could not hand over (e.g. a line longer than any
+ * event may be): skipped for every destination with `reason` and `detail`,
+ * as a parse failure is. */
+void capid_pipe_add_skip(struct capid_pipe_chunk *c, uint64_t line, uint32_t rows,
+                         enum capid_reason reason, const char *detail);
 /* Sets the resume position after the chunk's last input (committed with it). */
 void capid_pipe_set_position(struct capid_pipe_chunk *c, int64_t position);
 /* True when the chunk holds a group of events or CAPID_PIPE_CHUNK_BYTES. */
