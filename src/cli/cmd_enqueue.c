@@ -29,7 +29,11 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-#define DEFAULT_GROUP 500
+/* Events per transaction. 1000 rather than 500: each commit rewrites the
+ * last, partly filled page of every table and index it touches (16 KB
+ * each) and syncs; 100,000 events enqueued took a median 0.92 s against
+ * 1.01 s (4 alternating runs), for 7 MB more RSS (36 MB). */
+#define DEFAULT_GROUP CAPID_PIPE_GROUP_DEFAULT
 
 struct run {
     const struct capid_config *cfg;

@@ -649,6 +649,6 @@ def test_events_enqueued_while_serving_are_batched_and_delivered():
         st = sim.stats()
         assert st["unique_events"] == 6000 and st["duplicates"] == 0, st
         sizes = [r["events"] for r in st["request_log"]]
-        # linger: events committed 500 at a time travel in larger batches
+        # linger: events committed in groups travel in batches of up to max_batch
         assert max(sizes) <= 1000 and len(sizes) <= 24, sizes
         assert gw.stop() == 0
