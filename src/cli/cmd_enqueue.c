@@ -61,8 +61,9 @@ static void close_input(struct run *r)
 /* Pipeline source: fills c with the next lines of the input. 0 at the end.
  * Lines come from the NDJSON splitter that `capid import` uses (BOM, CRLF,
  * blank lines; read in 64 KiB blocks and handed out in place, so each line
- * is copied once, into the chunk). A line longer than any event may be is
- * skipped as too_large without being held in memory. */
+ * is copied once, into the chunk). A line more than 1 MiB over
+ * server.max_event_bytes is skipped as too_large without being held in
+ * memory (a shorter one over the limit gets too_large from the parser). */
 static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
 {
     struct run *r = ctx;
@@ -78,7 +79,8 @@ static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
                 r->fi++;
                 continue;
             }
-            if (capid_ndjson_open_fd(&r->nd, r->fd, limit + 1, NULL) != CAPID_OK)
+            if (capid_ndjson_open_fd(&r->nd, r->fd, limit + CAPID_NDJSON_MAX_LINE_DEFAULT, NULL) !=
+                CAPID_OK)
                 abort(); /* out of memory */
         }
         struct capid_ndjson_line ln;

@@ -14,6 +14,7 @@
 
 #include "capi/map.h"
 #include "config/config.h"
+#include "ingest/ndjson.h"
 #include "util/clock.h"
 
 struct map_run {
@@ -122,79 +123,47 @@ static void map_line(struct map_run *r, size_t lineno, const char *s, size_t len
     capid_event_release(&ev);
 }
 
-static bool blank(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-            return false;
-    return true;
-}
-
-/* One input line: CR and LF at its end dropped, a BOM on the first line
- * skipped, blank lines counted but not mapped (docs/CLI.md). */
-static void map_input_line(struct map_run *r, size_t lineno, const char *line, size_t len)
-{
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        len--;
-    if (lineno == 1 && len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) { /* BOM */
-        line += 3;
-        len -= 3;
-    }
-    if (blank(line, len))
-        return; /* blank lines carry no event (docs/CLI.md) */
-    map_line(r, lineno, line, len);
-}
-
-#define IN_BLOCK (1 << 20)
-
-/* Reads fd to its end in blocks of 1 MiB and maps the lines in place (what
- * getline did, measured: a read() per 4 KiB block plus a copy per line).
- * A line longer than the buffer grows it, as getline grew its line. A last
- * line without a newline is a line. Returns 0, or -1 after a read error
- * (errno set; reported by the caller), lines read before it mapped. */
-static int map_stream(struct map_run *r, int fd)
+/* Reads fd to its end with the NDJSON splitter that enqueue and import use
+ * (64 KiB blocks, lines handed out in place: BOM at the start dropped, CRLF,
+ * blank lines counted but not mapped, a last line without LF; docs/CLI.md),
+ * and maps each line. A line over server.max_event_bytes gets too_large from
+ * the parser, with its size; one more than 1 MiB over it is not even held in
+ * memory, and is skipped as too_large with the size of its line. Returns 0, or -1 after a read
+ * error (its message in *msg; the lines before it are mapped). */
+static int map_stream(struct map_run *r, int fd, char *msg, size_t msgsz)
 {
     static bool stdin_eof; /* stdin can be named twice ("-"): it ends once */
-    size_t cap = IN_BLOCK, len = 0, pos = 0, lineno = 0;
-    char *buf = malloc(cap);
-    int rc = 0;
-    if (!buf)
+    if (fd == STDIN_FILENO && stdin_eof)
+        return 0;
+    size_t limit = r->cfg->server.max_event_bytes;
+    struct capid_ndjson *nd = NULL;
+    if (capid_ndjson_open_fd(&nd, fd, limit + CAPID_NDJSON_MAX_LINE_DEFAULT, NULL) != CAPID_OK)
         abort(); /* STYLE: out of memory aborts */
-    for (bool eof = fd == STDIN_FILENO && stdin_eof;;) {
-        const char *nl = memchr(buf + pos, '\n', len - pos);
-        if (nl) {
-            map_input_line(r, ++lineno, buf + pos, (size_t)(nl - (buf + pos)));
-            pos = (size_t)(nl - buf) + 1;
-            continue;
-        }
-        if (eof || rc < 0)
+    int rc;
+    for (;;) {
+        struct capid_ndjson_line ln;
+        struct capid_perr err;
+        capid_perr_clear(&err);
+        rc = capid_ndjson_next(nd, &ln, &err);
+        if (rc == 1) {
+            map_line(r, ln.line, ln.s, ln.len);
+        } else if (rc == CAPID_ETOOBIG) {
+            char detail[160];
+            snprintf(detail, sizeof(detail),
+                     "event line of %llu bytes (with its line end), over the limit of %zu",
+                     (unsigned long long)(ln.end_offset - ln.offset), limit);
+            for (size_t i = 0; i < r->ndests; i++)
+                emit_skip(r, ln.line, r->dests[i]->name, "too_large", detail);
+        } else {
+            if (rc < 0)
+                snprintf(msg, msgsz, "%s", err.msg ? err.msg : "read error");
             break;
-        memmove(buf, buf + pos, len - pos); /* the partial line to the front */
-        len -= pos;
-        pos = 0;
-        if (len == cap) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p)
-                abort();
-            buf = p;
         }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n > 0)
-            len += (size_t)n;
-        else if (n == 0)
-            eof = true;
-        else if (errno != EINTR)
-            rc = -1;
     }
-    if (pos < len) { /* the last line, without a newline */
-        int saved = errno;
-        map_input_line(r, ++lineno, buf + pos, len - pos);
-        errno = saved;
-    }
+    capid_ndjson_free(nd);
     if (fd == STDIN_FILENO && rc == 0)
         stdin_eof = true;
-    free(buf);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 static int usage(void)
@@ -285,9 +254,10 @@ int capid_cmd_map(int argc, char **argv)
     setvbuf(stdout, NULL, _IONBF, 0);
     for (int i = 0; i < (nfiles ? nfiles : 1); i++) {
         r.file = nfiles > 1 ? argv[optind + i] : NULL;
-        if (map_stream(&r, fileno(nfiles ? files[i] : stdin)) < 0) {
+        char msg[600];
+        if (map_stream(&r, fileno(nfiles ? files[i] : stdin), msg, sizeof(msg)) < 0) {
             fprintf(stderr, "capid map: read error on '%s': %s\n", nfiles ? argv[optind + i] : "-",
-                    strerror(errno));
+                    msg);
             rc = 2;
             break;
         }

@@ -583,31 +583,35 @@ def test_tls_peer_verified_and_redirects_not_followed():
 
 def test_enqueue_input_rules_bom_crlf_blank_too_long_and_stdin():
     """enqueue reads as `capid map` does: BOM and CRLF ignored, blank lines
-    skipped (not counted), a line longer than server.max_event_bytes skipped
-    as too_large without stopping, a bad line as invalid_json; stdin too."""
+    skipped (not counted), a line over server.max_event_bytes skipped as
+    too_large with its size (one more than 1 MiB over it without being held),
+    a bad line as invalid_json, and the rest goes on; stdin too."""
     now = int(time.time())
     with Sim() as sim:
         gw = Gateway(sim)
         lines = open(corpus(3, now, os.path.join(gw.dir, "c.ndjson"))).read().splitlines()
         big = json.dumps({"event_name": "purchase", "pad": "x" * 40000})
-        text = ("\ufeff" + lines[0] + "\r\n\n  \t\n" + big + "\n{bad json\n" + lines[1] + "\r\n"
-                + lines[2])
+        huge = json.dumps({"event_name": "purchase", "pad": "x" * 1100000})
+        text = ("\ufeff" + lines[0] + "\r\n\n  \t\n" + big + "\n{bad json\n" + huge + "\n"
+                + lines[1] + "\r\n" + lines[2])
         path = os.path.join(gw.dir, "edge.ndjson")
         with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         p = gw.run("enqueue", "--config", gw.config, "--now", str(now), "--verbose", path)
         s = json.loads(p.stdout.strip().splitlines()[-1])
-        assert s["lines"] == 5 and s["enqueued"] == 3, s
-        assert s["skipped"] == {"invalid_json": 1, "too_large": 1}, s
+        assert s["lines"] == 6 and s["enqueued"] == 3, s
+        assert s["skipped"] == {"invalid_json": 1, "too_large": 2}, s
         notes = [json.loads(x) for x in p.stderr.splitlines() if x.startswith("{")]
-        assert [(n["line"], n["skipped"]) for n in notes] == [(4, "too_large"), (5, "invalid_json")]
-        assert f"{len(big) + 1} bytes" in notes[0]["detail"] and "32768" in notes[0]["detail"], notes
+        assert [(n["line"], n["skipped"]) for n in notes] == [
+            (4, "too_large"), (5, "invalid_json"), (6, "too_large")], notes
+        assert notes[0]["detail"] == f"event is {len(big)} bytes, over the limit of 32768", notes
+        assert f"line of {len(huge) + 1} bytes" in notes[2]["detail"], notes
         # stdin: the same lines, now duplicates of what is queued
         p = subprocess.run([lib.CAPID, "enqueue", "--config", gw.config, "--now", str(now)],
                            input=text.encode(), capture_output=True, timeout=60)
         s = json.loads(p.stdout.decode().strip().splitlines()[-1])
-        assert p.returncode == 0 and s["lines"] == 5 and s["enqueued"] == 0, s
-        assert s["skipped"] == {"invalid_json": 1, "too_large": 1, "duplicate": 3}, s
+        assert p.returncode == 0 and s["lines"] == 6 and s["enqueued"] == 0, s
+        assert s["skipped"] == {"invalid_json": 1, "too_large": 2, "duplicate": 3}, s
 
 
 def test_enqueue_small_groups_merge_commits_and_keep_input_order():
