@@ -22,7 +22,8 @@ struct input {
     size_t off, len;        /* in chunk->in: the event JSON or the bad input's message */
 };
 
-/* One mapped event waiting for its commit; strings are offsets into the arena. */
+/* One mapped event waiting for its commit; strings are offsets into the
+ * arena, the payload is the chunk's payload buffer number `payload`. */
 struct ev_ref {
     size_t dest;
     size_t name, id, src, payload, plen; /* src SIZE_MAX: none */
@@ -44,7 +45,13 @@ struct capid_pipe_chunk {
     size_t ninp, capinp, nevents;
     int64_t position;
     bool has_position;
-    struct capid_buf arena; /* mapped strings and payloads, skip details */
+    struct capid_buf arena; /* mapped strings, skip details */
+    /* Payloads, one buffer per mapped event: the mapper's output buffer is
+     * swapped with the next of these instead of being copied (a 1 KB copy
+     * per event on the mapping thread, which bounds `capid enqueue`). They
+     * keep their memory from one use of the chunk to the next. */
+    struct capid_buf *pay;
+    size_t npay, cappay;
     struct ev_ref *ev;
     size_t nev, capev;
     struct res *res;
@@ -179,8 +186,15 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
             e->src = out->action_source
                          ? arena_str(c, out->action_source, strlen(out->action_source))
                          : SIZE_MAX;
-            e->payload = arena_str(c, out->json.data, out->json.len);
-            e->plen = out->json.len;
+            if (c->nev == c->npay) {
+                c->pay = grow(c->pay, &c->cappay, c->npay + 1, sizeof(*c->pay));
+                capid_buf_init(&c->pay[c->npay++], 0);
+            }
+            struct capid_buf spare = c->pay[c->nev];
+            c->pay[c->nev] = out->json;
+            out->json = spare; /* reset by the next capid_map_event */
+            e->payload = c->nev;
+            e->plen = c->pay[c->nev].len;
             e->event_time = out->event_time;
             e->id_time = out->id_time;
             add_res(c, k, i, CAPID_R_NONE, NULL, c->nev++);
@@ -279,7 +293,7 @@ static int commit_chunks(const struct capid_pipe_opts *o, struct capid_pipe_chun
                 .event_time = e->event_time,
                 .has_id_time = e->id_time != CAPID_NO_ID_TIME,
                 .id_time = e->id_time,
-                .payload = a + e->payload,
+                .payload = c->pay[e->payload].data,
                 .payload_len = e->plen,
                 .result = CAPID_OK,
             };
@@ -369,6 +383,9 @@ static void chunk_free(struct capid_pipe_chunk *c)
 {
     capid_buf_release(&c->in);
     capid_buf_release(&c->arena);
+    for (size_t i = 0; i < c->npay; i++)
+        capid_buf_release(&c->pay[i]);
+    free(c->pay);
     free(c->inp);
     free(c->ev);
     free(c->res);
