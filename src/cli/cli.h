@@ -24,4 +24,16 @@ struct capid_dest;
 size_t capid_cli_select_dests(const char *cmd, const struct capid_config *cfg, const char *name,
                               const struct capid_dest **out);
 
+/* Event lines of fd for `capid map` and `capid enqueue` (the splitter that
+ * `capid import` uses): a line over cfg's max_event_bytes still reaches the
+ * parser, which gives too_large with its size, unless it is more than
+ * 1 MiB over: then capid_ndjson_next returns CAPID_ETOOBIG without holding
+ * it, and capid_cli_too_long words the skip's detail. Aborts when out of
+ * memory (STYLE). */
+struct capid_ndjson;
+struct capid_ndjson_line;
+struct capid_ndjson *capid_cli_event_lines(const struct capid_config *cfg, int fd);
+void capid_cli_too_long(const struct capid_config *cfg, const struct capid_ndjson_line *ln,
+                        char *detail, size_t size);
+
 #endif

@@ -67,7 +67,6 @@ static void close_input(struct run *r)
 static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
 {
     struct run *r = ctx;
-    size_t limit = r->cfg->server.max_event_bytes;
     while (!capid_pipe_chunk_full(c)) {
         if (!r->nd) {
             if (r->fi >= r->nfiles)
@@ -79,9 +78,7 @@ static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
                 r->fi++;
                 continue;
             }
-            if (capid_ndjson_open_fd(&r->nd, r->fd, limit + CAPID_NDJSON_MAX_LINE_DEFAULT, NULL) !=
-                CAPID_OK)
-                abort(); /* out of memory */
+            r->nd = capid_cli_event_lines(r->cfg, r->fd);
         }
         struct capid_ndjson_line ln;
         struct capid_perr err;
@@ -89,9 +86,7 @@ static int read_chunk(void *ctx, struct capid_pipe_chunk *c)
         int rc = capid_ndjson_next(r->nd, &ln, &err);
         if (rc == CAPID_ETOOBIG) {
             char detail[160];
-            snprintf(detail, sizeof(detail),
-                     "event line of %llu bytes (with its line end), over the limit of %zu",
-                     (unsigned long long)(ln.end_offset - ln.offset), limit);
+            capid_cli_too_long(r->cfg, &ln, detail, sizeof(detail));
             capid_pipe_add_skip(c, ln.line, 1, CAPID_R_TOO_LARGE, detail);
             continue;
         }

@@ -135,10 +135,7 @@ static int map_stream(struct map_run *r, int fd, char *msg, size_t msgsz)
     static bool stdin_eof; /* stdin can be named twice ("-"): it ends once */
     if (fd == STDIN_FILENO && stdin_eof)
         return 0;
-    size_t limit = r->cfg->server.max_event_bytes;
-    struct capid_ndjson *nd = NULL;
-    if (capid_ndjson_open_fd(&nd, fd, limit + CAPID_NDJSON_MAX_LINE_DEFAULT, NULL) != CAPID_OK)
-        abort(); /* STYLE: out of memory aborts */
+    struct capid_ndjson *nd = capid_cli_event_lines(r->cfg, fd);
     int rc;
     for (;;) {
         struct capid_ndjson_line ln;
@@ -149,9 +146,7 @@ static int map_stream(struct map_run *r, int fd, char *msg, size_t msgsz)
             map_line(r, ln.line, ln.s, ln.len);
         } else if (rc == CAPID_ETOOBIG) {
             char detail[160];
-            snprintf(detail, sizeof(detail),
-                     "event line of %llu bytes (with its line end), over the limit of %zu",
-                     (unsigned long long)(ln.end_offset - ln.offset), limit);
+            capid_cli_too_long(r->cfg, &ln, detail, sizeof(detail));
             for (size_t i = 0; i < r->ndests; i++)
                 emit_skip(r, ln.line, r->dests[i]->name, "too_large", detail);
         } else {

@@ -24,11 +24,12 @@ struct input {
 };
 
 /* One mapped event waiting for its commit; strings are offsets into the
- * arena; `payload` below MAX_PAY is the chunk's payload buffer of that
- * number, else MAX_PAY + its offset in the arena. */
+ * arena. The payload is the chunk's payload buffer number `payload` when
+ * in_pay, else at offset `payload` of the arena. */
 struct ev_ref {
     size_t dest;
     size_t name, id, src, payload, plen; /* src SIZE_MAX: none */
+    bool in_pay;
     int64_t event_time, id_time;
 };
 
@@ -192,7 +193,9 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
             e->src = out->action_source
                          ? arena_str(c, out->action_source, strlen(out->action_source))
                          : SIZE_MAX;
-            if (c->nev < MAX_PAY) {
+            e->in_pay = c->nev < MAX_PAY;
+            e->plen = out->json.len;
+            if (e->in_pay) {
                 if (c->nev == c->npay) {
                     c->pay = grow(c->pay, &c->cappay, c->npay + 1, sizeof(*c->pay));
                     capid_buf_init(&c->pay[c->npay++], 0);
@@ -202,9 +205,8 @@ static void map_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *
                 out->json = spare; /* reset by the next capid_map_event */
                 e->payload = c->nev;
             } else {
-                e->payload = MAX_PAY + arena_str(c, out->json.data, out->json.len);
+                e->payload = arena_str(c, out->json.data, out->json.len);
             }
-            e->plen = e->payload < MAX_PAY ? c->pay[e->payload].len : out->json.len;
             e->event_time = out->event_time;
             e->id_time = out->id_time;
             add_res(c, k, i, CAPID_R_NONE, NULL, c->nev++);
@@ -274,62 +276,6 @@ static void *worker(void *arg)
 /* Reports the outcomes of a committed chunk in input order; its events are
  * items[0 .. c->nev). */
 static void report_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *c,
-                         struct capid_pipe_stats *st, const struct capid_queue_item *items);
-
-/* Commits n consecutive mapped chunks in one transaction (with the mark of
- * the last that has one), then reports their outcomes in input order. */
-static int commit_chunks(const struct capid_pipe_opts *o, struct capid_pipe_chunk **cs, size_t n,
-                         struct capid_pipe_stats *st, struct capid_queue_item **items, size_t *cap)
-{
-    size_t total = 0;
-    struct capid_pipe_chunk *last_pos = NULL;
-    for (size_t k = 0; k < n; k++) {
-        total += cs[k]->nev;
-        if (cs[k]->has_position)
-            last_pos = cs[k];
-    }
-    *items = grow(*items, cap, total + 1, sizeof(**items));
-    size_t at = 0;
-    for (size_t k = 0; k < n; k++) {
-        const struct capid_pipe_chunk *c = cs[k];
-        const char *a = c->arena.data;
-        for (size_t i = 0; i < c->nev; i++) {
-            const struct ev_ref *e = &c->ev[i];
-            (*items)[at++] = (struct capid_queue_item){
-                .dest = o->dests[e->dest]->name,
-                .event_name = a + e->name,
-                .event_id = a + e->id,
-                .action_source = e->src == SIZE_MAX ? NULL : a + e->src,
-                .event_time = e->event_time,
-                .has_id_time = e->id_time != CAPID_NO_ID_TIME,
-                .id_time = e->id_time,
-                .payload =
-                    e->payload < MAX_PAY ? c->pay[e->payload].data : a + (e->payload - MAX_PAY),
-                .payload_len = e->plen,
-                .result = CAPID_OK,
-            };
-        }
-    }
-    struct capid_queue_mark mark = {o->mark_key, last_pos ? last_pos->position : 0, false};
-    bool with_mark = o->mark_key && last_pos;
-    if (o->q && (total || with_mark)) {
-        int64_t now = o->now ? o->now : capid_now_s();
-        int rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
-        for (int tries = 0; rc == CAPID_EBUSY && tries < BUSY_RETRIES; tries++)
-            rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
-        if (rc != CAPID_OK)
-            return rc;
-        st->commits++;
-    }
-    at = 0;
-    for (size_t k = 0; k < n; k++) {
-        report_chunk(o, cs[k], st, *items + at);
-        at += cs[k]->nev;
-    }
-    return CAPID_OK;
-}
-
-static void report_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chunk *c,
                          struct capid_pipe_stats *st, const struct capid_queue_item *items)
 {
     const char *a = c->arena.data;
@@ -366,6 +312,58 @@ static void report_chunk(const struct capid_pipe_opts *o, struct capid_pipe_chun
         st->position = c->position;
     if (o->progress)
         o->progress(o->ctx, st);
+}
+
+/* Commits n consecutive mapped chunks in one transaction (with the mark of
+ * the last that has one), then reports their outcomes in input order. */
+static int commit_chunks(const struct capid_pipe_opts *o, struct capid_pipe_chunk **cs, size_t n,
+                         struct capid_pipe_stats *st, struct capid_queue_item **items, size_t *cap)
+{
+    size_t total = 0;
+    struct capid_pipe_chunk *last_pos = NULL;
+    for (size_t k = 0; k < n; k++) {
+        total += cs[k]->nev;
+        if (cs[k]->has_position)
+            last_pos = cs[k];
+    }
+    *items = grow(*items, cap, total + 1, sizeof(**items));
+    size_t at = 0;
+    for (size_t k = 0; k < n; k++) {
+        const struct capid_pipe_chunk *c = cs[k];
+        const char *a = c->arena.data;
+        for (size_t i = 0; i < c->nev; i++) {
+            const struct ev_ref *e = &c->ev[i];
+            (*items)[at++] = (struct capid_queue_item){
+                .dest = o->dests[e->dest]->name,
+                .event_name = a + e->name,
+                .event_id = a + e->id,
+                .action_source = e->src == SIZE_MAX ? NULL : a + e->src,
+                .event_time = e->event_time,
+                .has_id_time = e->id_time != CAPID_NO_ID_TIME,
+                .id_time = e->id_time,
+                .payload = e->in_pay ? c->pay[e->payload].data : a + e->payload,
+                .payload_len = e->plen,
+                .result = CAPID_OK,
+            };
+        }
+    }
+    struct capid_queue_mark mark = {o->mark_key, last_pos ? last_pos->position : 0, false};
+    bool with_mark = o->mark_key && last_pos;
+    if (o->q && (total || with_mark)) {
+        int64_t now = o->now ? o->now : capid_now_s();
+        int rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
+        for (int tries = 0; rc == CAPID_EBUSY && tries < BUSY_RETRIES; tries++)
+            rc = capid_queue_enqueue(o->q, *items, total, now, with_mark ? &mark : NULL);
+        if (rc != CAPID_OK)
+            return rc;
+        st->commits++;
+    }
+    at = 0;
+    for (size_t k = 0; k < n; k++) {
+        report_chunk(o, cs[k], st, *items + at);
+        at += cs[k]->nev;
+    }
+    return CAPID_OK;
 }
 
 /* Unlinks the mapped chunk `seq` from r->done (under the lock), or NULL. */
